@@ -1,0 +1,121 @@
+"""What one attack sees: a target model's signals plus its R reference models' signals.
+
+Attacks are pure functions ``fn(inp: AttackInput, **params) -> float64 [N]`` where a higher score
+means "more likely a member" for every attack, so metrics never need to know the attack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ftaudit.signals.arrays import SignalSet
+
+NEEDS = frozenset({"references", "base", "population"})
+
+
+@dataclass(frozen=True)
+class AttackInput:
+    """Signals for ONE target model and its R references (N audit, A queries, Z population).
+
+    target_conf, target_loss : [N, A]
+    ref_conf, ref_loss       : [R, N, A]
+    ref_keep                 : [R, N] bool, reference r trained on example n
+    target_pop_loss          : [Z, A]
+    ref_pop_loss             : [R, Z, A]
+    base_loss                : [N, A] of the pretrained base, or None
+    """
+
+    target_conf: np.ndarray
+    target_loss: np.ndarray
+    ref_conf: np.ndarray
+    ref_loss: np.ndarray
+    ref_keep: np.ndarray
+    target_pop_loss: np.ndarray
+    ref_pop_loss: np.ndarray
+    base_loss: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n, a = self.target_conf.shape
+        r = self.ref_conf.shape[0]
+        z = self.target_pop_loss.shape[0]
+        expected = {
+            "target_loss": (n, a),
+            "ref_conf": (r, n, a),
+            "ref_loss": (r, n, a),
+            "ref_keep": (r, n),
+            "target_pop_loss": (z, a),
+            "ref_pop_loss": (r, z, a),
+        }
+        if self.base_loss is not None:
+            expected["base_loss"] = (n, a)
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} shape {getattr(self, name).shape} != {shape}")
+        if self.ref_keep.dtype != np.bool_:
+            raise ValueError("ref_keep must be bool")
+
+    @property
+    def n_refs(self) -> int:
+        return self.ref_conf.shape[0]
+
+    @property
+    def n_examples(self) -> int:
+        return self.target_conf.shape[0]
+
+    @property
+    def n_pop(self) -> int:
+        return self.target_pop_loss.shape[0]
+
+
+def balanced_references(ref_keep: np.ndarray) -> np.ndarray:
+    """Which references to use [R, N] bool: per example, equally many IN and OUT ones.
+
+    In leave-one-out evaluation every example is IN for a fixed share of the models, so the
+    target's own membership shifts the IN/OUT counts among its references by one (IN target:
+    one IN reference fewer). Any statistic whose precision depends on those counts then differs
+    between members and non-members even when training leaks nothing, biasing the null AUC. Using
+    the first m = min(n_in, n_out) references of each side (in reference order) makes the
+    reference configuration independent of the target's label. Examples lacking one side keep all.
+    """
+    keep = ref_keep
+    in_rank = np.cumsum(keep, axis=0)
+    out_rank = np.cumsum(~keep, axis=0)
+    m = np.minimum(in_rank[-1], out_rank[-1]) if keep.shape[0] else np.zeros(keep.shape[1], dtype=np.int64)
+    use = np.where(keep, in_rank <= m, out_rank <= m)
+    return np.where(m > 0, use, True)
+
+
+def attack_input(signals: SignalSet, target: int, refs) -> AttackInput:
+    """Slice a SignalSet into the view of ``target`` attacked with reference models ``refs``."""
+    refs = np.asarray(refs, dtype=np.int64)
+    return AttackInput(
+        target_conf=signals.conf[target],
+        target_loss=signals.loss[target],
+        ref_conf=signals.conf[refs],
+        ref_loss=signals.loss[refs],
+        ref_keep=signals.keep[refs],
+        target_pop_loss=signals.pop_loss[target],
+        ref_pop_loss=signals.pop_loss[refs],
+        base_loss=signals.base_loss,
+    )
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack: its function, what inputs it needs and its tunable parameters.
+
+    ``bounds`` maps a parameter to its allowed closed interval (None = unbounded side).
+    """
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    description: str
+    needs: frozenset = frozenset()
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.needs <= NEEDS:
+            raise ValueError(f"{self.name}: unknown needs {set(self.needs - NEEDS)}")

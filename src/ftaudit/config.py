@@ -1,0 +1,242 @@
+"""Run specifications: the YAML schema, as pydantic models.
+
+A run is fully described by a :class:`RunConfig`. Defaults are the embedded ``finetune-mia`` study
+on digits; a YAML file (``--config``) and ``--set key=value`` overrides are merged on top, then
+validated strictly (unknown keys are errors, never ignored). Every user mistake becomes a
+:class:`~ftaudit.errors.UserError` naming the dotted field and the fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ftaudit.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """How the digits are split into a public pretraining pool and a private fine-tuning task."""
+
+    dataset: Literal["digits"] = "digits"
+    split: Literal["half", "classes"] = Field(
+        default="half", description="half: pretrain on a public labelled part of all classes, fine-tune on the private rest "
+                                    "(same head); classes: pretrain on pretrain_classes, fine-tune a new head on finetune_classes")
+    pretrain_size: int = Field(default=500, ge=10, description="split=half: public pretraining images")
+    pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2, description="split=classes only")
+    finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2, description="split=classes only")
+    audit_size: int = Field(default=500, ge=4, description="private examples under the keep-matrix")
+    population_size: int = Field(default=400, ge=2, description="held-out fine-tune-task examples: test set and RMIA population")
+
+    @model_validator(mode="after")
+    def _classes(self) -> "DataConfig":
+        for name in ("pretrain_classes", "finetune_classes"):
+            values = getattr(self, name)
+            if any(not 0 <= c <= 9 for c in values) or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct digits 0-9, got {values}")
+        return self
+
+
+class ModelConfig(Section):
+    arch: Literal["mlp", "cnn"] = "cnn"
+    hidden: list[int] = Field(default=[128, 64], min_length=1, description="mlp: hidden widths")
+    channels: list[int] = Field(default=[16, 32], min_length=1, description="cnn: conv channels")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "ModelConfig":
+        for name in ("hidden", "channels"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name} must be positive widths")
+        return self
+
+
+class OptimConfig(Section):
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+
+
+class PretrainConfig(OptimConfig):
+    epochs: int = Field(default=30, ge=1)
+
+
+class FinetuneConfig(OptimConfig):
+    method: Literal["full", "head"] = "full"
+    references: int = Field(default=16, ge=2, description="reference models per target (LiRA/RMIA)")
+    epochs: int = Field(default=60, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+
+    @property
+    def n_models(self) -> int:
+        """Models trained: every target needs `references` others; the keep-matrix needs an even count."""
+        m = self.references + 1
+        return m + (m % 2)
+
+
+class AttackConfig(Section):
+    names: list[str] = Field(
+        default=["loss", "reference", "lira-online", "lira-online-global", "lira-offline",
+                 "lira-offline-global", "rmia-online", "rmia-offline"], min_length=1)
+    params: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-attack parameters, e.g. rmia-online: {gamma: 2}")
+    targets: int = Field(default=0, ge=0, description="models that take a turn as target; 0 = all")
+    shifts: int = Field(default=1, ge=0, le=2, description="pixel shifts queried: 0 = original only, k = +-1..k in x and y")
+
+
+class MetricsConfig(Section):
+    fprs: list[float] = Field(default=[0.001, 0.01, 0.1], min_length=1)
+    bootstrap: int = Field(default=1000, ge=10)
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    exposed: int = Field(default=12, ge=0, description="most exposed examples shown in the report")
+
+    @model_validator(mode="after")
+    def _fprs(self) -> "MetricsConfig":
+        if any(not 0 < f < 1 for f in self.fprs):
+            raise ValueError("fprs must lie strictly between 0 and 1")
+        return self
+
+
+class EngineConfig(Section):
+    vectorized: bool = Field(default=True, description="train compatible models together with torch.func")
+    chunk: int = Field(default=32, ge=1, description="models trained per vectorized group (progress is saved per group)")
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
+
+
+class RunConfig(Section):
+    scenario: str = "finetune-mia"
+    seed: int = Field(default=0, ge=0)
+    out: str = Field(default="ftaudit-runs", description="store directory: database, model cache, runs")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    attack: AttackConfig = AttackConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    engine: EngineConfig = EngineConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        if self.data.split == "classes" and set(self.data.pretrain_classes) & set(self.data.finetune_classes):
+            raise ValueError("data.pretrain_classes and data.finetune_classes must not overlap")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def _first_error(exc: ValidationError) -> UserError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return UserError(field, "unknown key", "remove it or check its spelling (`ftaudit run --help` lists the keys; docs in README)")
+    if kind == "literal_error":
+        return UserError(field, f"got {err.get('input')!r}", err["msg"].lower())
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = f" (got {err.get('input')!r})" if err["loc"] else ""
+    return UserError(field, msg + got, "set a valid value in the config file or with --set")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``finetune.epochs=10`` → (["finetune", "epochs"], 10). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise UserError("--set", f"{text!r} has no '='", "write --set key=value, e.g. --set finetune.epochs=10")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError("--set", f"{text!r} has an empty key", "write --set section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(".".join(path), f"{part!r} is a value, not a section", "set the section's keys instead")
+        node = child
+    node[path[-1]] = value
+
+
+def read_config_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("--config", f"file not found: {p}", "give the path of an existing YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError("--config", f"{p} is not valid YAML{where}", "fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise UserError("--config", f"{p} is not a text file", "give a UTF-8 YAML file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError("--config", f"{p} must hold a mapping of sections, not {type(data).__name__}", "see the config keys in the README")
+    return data
+
+
+def build_config(scenario: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, **kwargs: Any) -> RunConfig:
+    """Merge file < overrides < keyword arguments (``finetune__epochs=5`` or ``epochs=5`` shortcuts)."""
+    tree: dict = read_config_file(config_file) if config_file else {}
+    for text in overrides or []:
+        path, value = parse_override(text)
+        _set_path(tree, path, value)
+    for key, value in kwargs.items():
+        _set_path(tree, _kwarg_path(key), value)
+    if scenario is not None:
+        tree["scenario"] = scenario
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def _kwarg_path(key: str) -> list[str]:
+    """API shortcut: ``finetune__epochs`` → finetune.epochs; a bare key is looked up across sections
+    (the fine-tuning section wins when several have it)."""
+    if "__" in key:
+        return key.split("__")
+    if key in RunConfig.model_fields:
+        return [key]
+    owners = [name for name, f in RunConfig.model_fields.items()
+              if isinstance(f.default, BaseModel) and key in type(f.default).model_fields]
+    if len(owners) == 1:
+        return [owners[0], key]
+    if "finetune" in owners:  # ftaudit.run(..., epochs=30) means the fine-tuning's epochs
+        return ["finetune", key]
+    if not owners:
+        raise UserError(key, "unknown config key", "use section__key, e.g. finetune__epochs=10")
+    raise UserError(key, f"ambiguous: it exists in {', '.join(owners)}", f"use e.g. {owners[-1]}__{key}")
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every leaf: the README table is generated from this."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                walk(type(value), value, f"{prefix}{name}.")
+            else:
+                rows.append((prefix + name, repr(value) if not isinstance(value, str) else value, field.description or ""))
+
+    walk(RunConfig, RunConfig(), "")
+    return rows

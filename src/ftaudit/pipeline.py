@@ -1,0 +1,194 @@
+"""The one pipeline: scenario output → attacks → metrics → store → report.
+
+Data flows one way. The scenario produces signals; attacks turn them into scores (pure functions);
+metrics turn scores into rates with bootstrap CIs; the store writes the run directory and its rows;
+the report draws what was stored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ftaudit.attacks.evaluate import leave_one_out
+from ftaudit.attacks.registry import ATTACKS
+from ftaudit.config import RunConfig
+from ftaudit.errors import UserError
+from ftaudit.metrics import roc_curve, summarize
+from ftaudit.report import write_report
+from ftaudit.scenarios import Context, StudyOutput, get_scenario
+from ftaudit.store.atomic import atomic_write_text
+from ftaudit.store.runs import Store, write_arrays, write_results
+from ftaudit.train.engine import Engine, Reporter
+
+HEADLINE_FPR = 0.01
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its id and directory, and the results dict (also in results.json)."""
+
+    run_id: str
+    path: Path
+    results: dict
+
+    @property
+    def metrics(self):
+        """The attacks' metrics as a table (a pandas DataFrame when pandas is installed, else a list of dicts)."""
+        rows = []
+        for att in self.results["attacks"]:
+            row = {"attack": att["name"], "auc": att["auc"]["value"], "auc_lo": att["auc"]["lo"], "auc_hi": att["auc"]["hi"]}
+            for t in att["tpr_at_fpr"]:
+                row[f"tpr@{t['fpr']:g}"] = t["value"]
+                row[f"tpr@{t['fpr']:g}_lo"] = t["lo"]
+                row[f"tpr@{t['fpr']:g}_hi"] = t["hi"]
+            rows.append(row)
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows).set_index("attack")
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+
+def validate_attacks(cfg: RunConfig) -> None:
+    for i, name in enumerate(cfg.attack.names):
+        if name not in ATTACKS:
+            raise UserError(f"attack.names[{i}]", f"unknown attack {name!r}", f"choose from {', '.join(ATTACKS)}")
+    for name in cfg.attack.params:
+        if name not in ATTACKS:
+            raise UserError(f"attack.params.{name}", "unknown attack", f"choose from {', '.join(ATTACKS)}")
+    if cfg.attack.targets > cfg.finetune.n_models:
+        raise UserError("attack.targets", f"{cfg.attack.targets} targets but only {cfg.finetune.n_models} models are trained",
+                        f"use at most {cfg.finetune.n_models}, or 0 for all")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "safetensors", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+def make_run_id(cfg: RunConfig) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha256((cfg.model_dump_json() + str(time.time_ns())).encode()).hexdigest()[:6]
+    return f"{stamp}-{cfg.scenario}-{digest}"
+
+
+def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
+    start = time.perf_counter()
+    scenario = get_scenario(cfg.scenario)
+    validate_attacks(cfg)
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    store = Store(cfg.out)
+    store.clean_partial()
+    ctx = Context(store=store, engine=Engine(store.models, cfg.engine, reporter), reporter=reporter)
+    out = scenario.run(cfg, ctx)
+
+    with ctx.stage("attacks"):
+        n_models = out.signals.n_models
+        targets = list(range(cfg.attack.targets or n_models))
+        pooled = leave_one_out(out.signals, cfg.attack.names, cfg.attack.params, targets, out.references)
+    with ctx.stage("metrics"):
+        attacks, curves = [], {}
+        for name, scores in pooled.scores.items():
+            summary = summarize(scores, pooled.labels, groups=pooled.example, fprs=tuple(cfg.metrics.fprs),
+                                n_boot=cfg.metrics.bootstrap, level=cfg.metrics.ci_level, seed=cfg.seed)
+            attacks.append({"name": name, "description": ATTACKS[name].description, **summary.to_dict()})
+            curves[name] = np.stack(roc_curve(scores, pooled.labels))
+        best = best_attack(attacks)
+        exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
+
+    run_id = make_run_id(cfg)
+    results = {
+        "run_id": run_id, "scenario": cfg.scenario, "title": out.title,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "ftaudit_version": versions()["ftaudit"], "config": cfg.model_dump(mode="json"), "versions": versions(),
+        "seeds": out.seeds, "timings": {}, "cache": {"models_trained": ctx.models_trained, "models_loaded": ctx.models_loaded},
+        "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
+        "attacks": attacks, "skipped_attacks": dict(pooled.skipped), "best_attack": best,
+        "exposed": exposed, "notes": out.notes + findings(attacks),
+    }
+    partial = store.new_run_dir(run_id)
+    arrays = {"labels": pooled.labels, "example": pooled.example, "target": pooled.target, **out.audit_arrays}
+    arrays.update({f"scores-{n}": s for n, s in pooled.scores.items()})
+    arrays.update({f"roc-{n}": c for n, c in curves.items()})
+    write_arrays(partial, arrays)
+    atomic_write_text(partial / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    results["timings"] = {**{k: round(v, 3) for k, v in ctx.timings.items()}, "total": round(time.perf_counter() - start, 3)}
+    write_results(partial, results)
+    report_start = time.perf_counter()
+    write_report(partial)
+    results["timings"]["report"] = round(time.perf_counter() - report_start, 3)
+    results["timings"]["total"] = round(time.perf_counter() - start, 3)
+    write_results(partial, results)
+    final = store.finish_run_dir(partial, run_id)
+    store.db.record_run(results, final, out.models)
+    return RunResult(run_id=run_id, path=final, results=results)
+
+
+def _tpr(att: dict, fpr: float) -> float:
+    return min(att["tpr_at_fpr"], key=lambda t: abs(t["fpr"] - fpr))["value"]
+
+
+def best_attack(attacks: list[dict]) -> str | None:
+    """The attack with the highest TPR at the headline FPR (1 %), ties broken by AUC."""
+    if not attacks:
+        return None
+    return max(attacks, key=lambda a: (_tpr(a, HEADLINE_FPR), a["auc"]["value"]))["name"]
+
+
+def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
+    """Examples the best attack flags most often when they are members: the fraction of an example's
+    member rows scored above the 1 %-FPR threshold of all non-member rows; ties by mean member score."""
+    scores, labels, example = pooled.scores[attack], pooled.labels, pooled.example
+    threshold = np.quantile(scores[~labels], 1 - HEADLINE_FPR) if (~labels).any() else np.inf
+    n = out.signals.n_examples
+    hits = np.bincount(example[labels], weights=(scores[labels] > threshold), minlength=n)
+    count = np.bincount(example[labels], minlength=n)
+    total = np.bincount(example[labels], weights=scores[labels], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate, mean = hits / count, total / count
+    order = [i for i in np.lexsort((-np.nan_to_num(mean, nan=-np.inf), -np.nan_to_num(rate, nan=-1.0))) if count[i]][:k]
+    labels_of = out.audit_arrays.get("audit_y")
+    return [{"example": int(i), "label": int(labels_of[i]) if labels_of is not None else None,
+             "score": float(mean[i]), "detected_at_1pct_fpr": float(rate[i]), "attack": attack,
+             "member_rate": float(out.signals.keep[:, i].mean())} for i in order]
+
+
+def findings(attacks: list[dict]) -> list[str]:
+    """Plain-language lines the report shows: does a calibrated attack beat LOSS at 1 % FPR?"""
+    by = {a["name"]: a for a in attacks}
+    if "loss" not in by:
+        return []
+    loss = by["loss"]
+    calibrated = [a for a in attacks if a["name"].startswith(("lira", "rmia"))]
+    if not calibrated:
+        return []
+    top = max(calibrated, key=lambda a: _tpr(a, HEADLINE_FPR))
+    t_top, t_loss = _tpr(top, HEADLINE_FPR), _tpr(loss, HEADLINE_FPR)
+    ratio = f"{t_top / t_loss:.1f}×" if t_loss > 0 else "from zero"
+    verdict = "beats" if t_top > t_loss else "does not beat"
+    return [f"At 1 % FPR the best calibrated attack ({top['name']}, TPR {t_top:.1%}) {verdict} LOSS (TPR {t_loss:.1%}), {ratio}."]
+
+
+def load_results(path: Path) -> dict:
+    return json.loads((Path(path) / "results.json").read_text())

@@ -1,0 +1,210 @@
+"""Figures for the report, each returned as PNG bytes.
+
+The figures only *draw* what the run stored (ROC points, raw scores, audit images); nothing here
+computes a metric. Every figure gets its own Agg canvas, so importing this module never touches
+pyplot's global backend and it works headless and in threads.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 110
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# No "Software" tag: keeps the bytes free of URLs and identical across runs.
+_PNG_METADATA = {"Software": None}
+_MEMBER_COLOR = "#d95f02"
+_NONMEMBER_COLOR = "#1b9e77"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _to_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    return buf.getvalue()
+
+
+# --- ROC -------------------------------------------------------------------------------------
+
+
+def roc_floor(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """Lower axis limit for a log-log ROC: the decade at or below the smallest positive FPR.
+
+    The smallest positive FPR is 1/(number of non-members), the finest step the data can resolve,
+    so the axis never shows decades the run cannot speak about. Bounded to [1e-6, 1e-2].
+    """
+    positive = [np.asarray(fpr, float) for fpr, _ in curves.values()]
+    positive = [f[np.isfinite(f) & (f > 0)] for f in positive]
+    smallest = min((f.min() for f in positive if f.size), default=1e-4)
+    return float(min(1e-2, max(1e-6, 10.0 ** math.floor(math.log10(smallest)))))
+
+
+def roc_plot(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "",
+    floor: float | None = None,
+) -> bytes:
+    """Log-log ROC of every attack in one figure, plus the chance diagonal.
+
+    ``curves`` maps a legend label (put the AUC in it if wanted) to ``(fpr, tpr)``. Zeros cannot
+    sit on log axes, so both rates are clipped to ``floor`` (default :func:`roc_floor`).
+    """
+    floor = roc_floor(curves) if floor is None else float(floor)
+    fig = _new_figure(4.6, 4.1)
+    ax = fig.add_subplot()
+    ax.plot([floor, 1], [floor, 1], ls="--", lw=0.9, color="0.55", label="chance")
+    for label, (fpr, tpr) in curves.items():
+        fpr, tpr = np.asarray(fpr, float).ravel(), np.asarray(tpr, float).ravel()
+        if fpr.shape != tpr.shape:
+            raise ValueError(f"ROC {label!r}: fpr has {fpr.size} points, tpr has {tpr.size}")
+        keep = ~(np.isnan(fpr) | np.isnan(tpr))
+        ax.plot(np.clip(fpr[keep], floor, 1), np.clip(tpr[keep], floor, 1), lw=1.5, label=label)
+    if not curves:
+        ax.text(0.5, 0.5, "no ROC curves stored", transform=ax.transAxes, ha="center", color="0.4")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1))
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.grid(True, which="major", lw=0.5, alpha=0.4)
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _to_png(fig)
+
+
+# --- score histograms ------------------------------------------------------------------------
+
+
+def robust_range(values: np.ndarray, pct: float = 0.5) -> tuple[float, float] | None:
+    """``[pct, 100 - pct]`` percentiles of the finite values, widened if degenerate; None if none.
+
+    Clipping to this range keeps one huge (or infinite) score from squashing the whole histogram
+    into a single bin.
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    lo, hi = (float(v) for v in np.percentile(finite, [pct, 100.0 - pct]))
+    if hi <= lo:
+        pad = max(abs(lo) * 0.05, 0.5)
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def _histogram_panel(ax, name: str, scores: np.ndarray, labels: np.ndarray, bins: int) -> None:
+    ax.set_title(name, fontsize=9)
+    ax.tick_params(labelsize=7)
+    span = robust_range(scores)
+    if span is None:
+        ax.text(0.5, 0.5, "no finite scores", transform=ax.transAxes, ha="center", color="0.4")
+        return
+    lo, hi = span
+    valid = ~np.isnan(scores)
+    clipped = np.clip(scores, lo, hi)  # +/-inf land in the outermost bins
+    n_clipped = int(np.count_nonzero(valid & (clipped != scores)))
+    edges = np.linspace(lo, hi, bins + 1)
+    for mask, color, label in ((~labels, _NONMEMBER_COLOR, "non-members"), (labels, _MEMBER_COLOR, "members")):
+        data = clipped[mask & valid]
+        if data.size:
+            ax.hist(data, bins=edges, density=True, color=color, alpha=0.5, label=label, histtype="stepfilled")
+    if n_clipped:
+        ax.text(0.98, 0.96, f"{n_clipped} clipped", transform=ax.transAxes, ha="right", va="top", fontsize=6, color="0.4")
+    ax.set_yticks([])
+
+
+def score_histograms(scores: Mapping[str, np.ndarray], labels: np.ndarray, bins: int = 40) -> bytes:
+    """One panel per attack: member vs non-member score densities over shared bins."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    ncols = max(1, min(3, len(scores)))
+    nrows = max(1, math.ceil(len(scores) / ncols))
+    fig = _new_figure(3.0 * ncols, 2.3 * nrows)
+    if not scores:
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no scores stored", ha="center", color="0.4")
+        return _to_png(fig)
+    for i, (name, values) in enumerate(scores.items()):
+        values = np.asarray(values, float).ravel()
+        if values.shape != labels.shape:
+            raise ValueError(f"scores {name!r} has {values.size} rows, labels has {labels.size}")
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _histogram_panel(ax, name, values, labels, bins)
+        if i == 0:
+            ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.supxlabel("attack score (higher = member)", fontsize=8)
+    return _to_png(fig)
+
+
+# --- audit images ----------------------------------------------------------------------------
+
+
+def example_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 8) -> bytes:
+    """Audit images (``[K, H, W]`` gray or ``[K, H, W, 3]`` RGB) in a grid, one caption each.
+
+    Gray images share one color scale, so brightness is comparable across the grid.
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise ValueError(f"expected a non-empty [K, H, W] or [K, H, W, C] array, got shape {images.shape}")
+    if len(captions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    finite = images[np.isfinite(images)] if images.dtype.kind == "f" else images
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    ncols = max(1, min(ncols, len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    fig = _new_figure(1.05 * ncols, 1.4 * nrows)
+    for i, (img, caption) in enumerate(zip(images, captions)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        if img.ndim == 2:
+            ax.imshow(img, cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
+        else:
+            ax.imshow(img, interpolation="nearest")
+        ax.set_title(caption, fontsize=6.5, linespacing=1.1)
+        ax.set_axis_off()
+    return _to_png(fig)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; on any error the temp file is
+    removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_png(png: bytes, path: str | os.PathLike) -> Path:
+    """Save PNG bytes (e.g. from :func:`roc_plot`) atomically; refuses bytes that are not a PNG."""
+    if not png.startswith(PNG_SIGNATURE):
+        raise ValueError("save_png expects PNG bytes")
+    return atomic_write_bytes(path, png)

@@ -1,0 +1,86 @@
+"""Content-addressed caches: trained models (safetensors) and per-model signal arrays (.npy).
+
+A model's key is the hash of everything that determines its weights (see :func:`content_key`), so
+an identical job is never trained twice and a killed run resumes from the models it finished.
+Files are written atomically; a file that does not exist is simply a miss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ftaudit.store.atomic import atomic_save_npy, atomic_write, load_npy
+
+ENGINE_VERSION = "1"  # bump when training semantics change: old cache entries stop matching
+
+
+def content_key(**parts) -> str:
+    """sha256 of the canonical JSON of ``parts`` (numbers, strings, lists, dicts)."""
+    blob = json.dumps({"engine": ENGINE_VERSION, **parts}, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(obj).tobytes() + str(obj.dtype).encode()).hexdigest()
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    raise TypeError(f"cannot hash {type(obj).__name__}")
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class ModelCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / "models" / key[:2] / f"{key}.safetensors"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def save(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> Path:
+        tensors = {n: t.detach().cpu().contiguous() for n, t in state.items()}
+        return atomic_write(self.path(key), lambda p: save_file(tensors, str(p), metadata=meta or {}))
+
+    def load(self, key: str) -> dict[str, torch.Tensor]:
+        try:
+            return load_file(str(self.path(key)))
+        except (SafetensorError, OSError) as exc:
+            raise RuntimeError(f"model cache entry {self.path(key)} is unreadable ({exc}); delete it and rerun") from exc
+
+
+class ArrayCache:
+    """Named float arrays per key, e.g. one model's signals on one audit set."""
+
+    def __init__(self, root: str | Path, kind: str):
+        self.root = Path(root) / kind
+
+    def _path(self, key: str, name: str) -> Path:
+        return self.root / key[:2] / key / f"{name}.npy"
+
+    def has(self, key: str, names: list[str]) -> bool:
+        return all(self._path(key, n).is_file() for n in names)
+
+    def save(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        for name, arr in arrays.items():
+            atomic_save_npy(self._path(key, name), arr)
+
+    def load(self, key: str, names: list[str]) -> dict[str, np.ndarray]:
+        return {n: load_npy(self._path(key, n)) for n in names}

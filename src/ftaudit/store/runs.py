@@ -1,0 +1,63 @@
+"""Store layout and the life of a run directory.
+
+    <store>/ftaudit.sqlite          rows: runs, metrics, models (RunDB)
+    <store>/cache/models/…          trained weights, content-addressed (ModelCache)
+    <store>/cache/signals/…         per-model signal arrays, content-addressed (ArrayCache)
+    <store>/runs/<run_id>/          results.json, config.yaml, arrays/*.npy, report.html
+
+A run is assembled in ``runs/.partial-<run_id>`` and renamed into place only when complete; then
+its rows are committed. Leftover partial directories from killed runs are removed on the next start.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ftaudit.store.atomic import atomic_save_npy, atomic_write_text, load_npy
+from ftaudit.store.cache import ArrayCache, ModelCache
+from ftaudit.store.db import RunDB
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.models = ModelCache(self.root / "cache")
+        self.signals = ArrayCache(self.root / "cache", "signals")
+        self.db = RunDB(self.root / "ftaudit.sqlite")
+
+    def clean_partial(self) -> None:
+        if self.runs_dir.is_dir():
+            for p in self.runs_dir.glob(".partial-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def new_run_dir(self, run_id: str) -> Path:
+        path = self.runs_dir / f".partial-{run_id}"
+        shutil.rmtree(path, ignore_errors=True)
+        (path / "arrays").mkdir(parents=True)
+        return path
+
+    def finish_run_dir(self, partial: Path, run_id: str) -> Path:
+        final = self.runs_dir / run_id
+        partial.rename(final)
+        return final
+
+
+def write_arrays(run_dir: Path, arrays: dict[str, np.ndarray]) -> None:
+    for name, arr in arrays.items():
+        atomic_save_npy(run_dir / "arrays" / f"{name}.npy", arr)
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, allow_nan=False))
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "results.json").read_text())
+
+
+def read_array(run_dir: Path, name: str) -> np.ndarray:
+    return load_npy(Path(run_dir) / "arrays" / f"{name}.npy")
