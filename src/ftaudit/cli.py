@@ -81,9 +81,13 @@ def list_runs(out: str = typer.Option(DEFAULT_STORE, "--out", "-o", help="store 
     if not db_path.is_file():
         console.print(f"no runs in {out} yet (`ftaudit run` makes one)")
         return
-    table = Table("run", "scenario", "created", "seed", "best attack")
-    for r in RunDB(db_path).runs():
-        table.add_row(r.run_id, r.scenario, r.created, str(r.seed), r.best_attack or "")
+    runs = RunDB(db_path).runs()
+    table = Table()
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for name in ("scenario", "created", "seed", "best attack"):
+        table.add_column(name)
+    for r in runs:
+        table.add_row(r.run_id, r.scenario, r.created.replace("T", " ")[:16], str(r.seed), r.best_attack or "")
     console.print(table)
 
 
@@ -123,13 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except UserError as exc:
-        err_console.print(f"error: {exc.one_line()}", markup=False, highlight=False)
+        print(f"error: {exc.one_line()}", file=sys.stderr)
         sys.exit(UserError.exit_code)
     except FrozenParameterError as exc:
-        err_console.print(f"fine-tuning guardrail: {exc}; no report was written", markup=False, highlight=False)
+        print(f"fine-tuning guardrail: {exc}; no report was written", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:
         if exc.filename is None:
             raise
-        err_console.print(f"error: {exc.filename}: {exc.strerror} — check the path (--out, --config)", markup=False, highlight=False)
+        print(f"error: {exc.filename}: {exc.strerror} — check the path (--out, --config)", file=sys.stderr)
         sys.exit(UserError.exit_code)

@@ -27,6 +27,7 @@ from ftaudit.metrics import roc_curve, summarize
 from ftaudit.report import write_report
 from ftaudit.scenarios import Context, StudyOutput, get_scenario
 from ftaudit.store.atomic import atomic_write_text
+from ftaudit.store.cache import content_key
 from ftaudit.store.runs import Store, write_arrays, write_results
 from ftaudit.train.engine import Engine, Reporter
 
@@ -42,8 +43,9 @@ class RunResult:
     results: dict
 
     @property
-    def metrics(self):
-        """The attacks' metrics as a table (a pandas DataFrame when pandas is installed, else a list of dicts)."""
+    def metrics(self) -> list[dict]:
+        """The attacks' metrics as table rows: attack, auc (+ _lo/_hi), tpr@<fpr> (+ _lo/_hi).
+        ``pandas.DataFrame(res.metrics)`` turns it into a frame."""
         rows = []
         for att in self.results["attacks"]:
             row = {"attack": att["name"], "auc": att["auc"]["value"], "auc_lo": att["auc"]["lo"], "auc_hi": att["auc"]["hi"]}
@@ -52,11 +54,7 @@ class RunResult:
                 row[f"tpr@{t['fpr']:g}_lo"] = t["lo"]
                 row[f"tpr@{t['fpr']:g}_hi"] = t["hi"]
             rows.append(row)
-        try:
-            import pandas as pd
-        except ImportError:
-            return rows
-        return pd.DataFrame(rows).set_index("attack")
+        return rows
 
     @property
     def report(self) -> Path:
@@ -110,9 +108,8 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     with ctx.stage("metrics"):
         attacks, curves = [], {}
         for name, scores in pooled.scores.items():
-            summary = summarize(scores, pooled.labels, groups=pooled.example, fprs=tuple(cfg.metrics.fprs),
-                                n_boot=cfg.metrics.bootstrap, level=cfg.metrics.ci_level, seed=cfg.seed)
-            attacks.append({"name": name, "description": ATTACKS[name].description, **summary.to_dict()})
+            summary = summarize_cached(store, scores, pooled, cfg)
+            attacks.append({"name": name, "description": ATTACKS[name].description, **summary})
             curves[name] = np.stack(roc_curve(scores, pooled.labels))
         best = best_attack(attacks)
         exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
@@ -143,6 +140,20 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     final = store.finish_run_dir(partial, run_id)
     store.db.record_run(results, final, out.models)
     return RunResult(run_id=run_id, path=final, results=results)
+
+
+def summarize_cached(store: Store, scores: np.ndarray, pooled, cfg: RunConfig) -> dict:
+    """Bootstrap summary of one attack's scores; the bootstrap is deterministic given its inputs,
+    so it is cached under their content key."""
+    m = cfg.metrics
+    key = content_key(kind="attack-metrics", scores=scores, labels=pooled.labels, groups=pooled.example,
+                      fprs=list(m.fprs), n_boot=m.bootstrap, level=m.ci_level, seed=cfg.seed)
+    cached = store.metrics.get(key)
+    if cached is None:
+        cached = summarize(scores, pooled.labels, groups=pooled.example, fprs=tuple(m.fprs), n_boot=m.bootstrap,
+                           level=m.ci_level, seed=cfg.seed).to_dict()
+        store.metrics.put(key, cached)
+    return cached
 
 
 def _tpr(att: dict, fpr: float) -> float:

@@ -84,3 +84,24 @@ class ArrayCache:
 
     def load(self, key: str, names: list[str]) -> dict[str, np.ndarray]:
         return {n: load_npy(self._path(key, n)) for n in names}
+
+
+class JsonCache:
+    """Small JSON results by content key, e.g. an attack's bootstrap summary for given scores."""
+
+    def __init__(self, root: str | Path, kind: str):
+        self.root = Path(root) / kind
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return json.loads(self._path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: dict) -> None:
+        from ftaudit.store.atomic import atomic_write_text
+
+        atomic_write_text(self._path(key), json.dumps(value))

@@ -3,6 +3,7 @@
     <store>/ftaudit.sqlite          rows: runs, metrics, models (RunDB)
     <store>/cache/models/…          trained weights, content-addressed (ModelCache)
     <store>/cache/signals/…         per-model signal arrays, content-addressed (ArrayCache)
+    <store>/cache/metrics/…         bootstrap summaries keyed by the scores they summarise (JsonCache)
     <store>/runs/<run_id>/          results.json, config.yaml, arrays/*.npy, report.html
 
 A run is assembled in ``runs/.partial-<run_id>`` and renamed into place only when complete; then
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ftaudit.store.atomic import atomic_save_npy, atomic_write_text, load_npy
-from ftaudit.store.cache import ArrayCache, ModelCache
+from ftaudit.store.cache import ArrayCache, JsonCache, ModelCache
 from ftaudit.store.db import RunDB
 
 
@@ -27,6 +28,7 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.models = ModelCache(self.root / "cache")
         self.signals = ArrayCache(self.root / "cache", "signals")
+        self.metrics = JsonCache(self.root / "cache", "metrics")
         self.db = RunDB(self.root / "ftaudit.sqlite")
 
     def clean_partial(self) -> None:
