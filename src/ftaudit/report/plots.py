@@ -6,17 +6,17 @@ pyplot's global backend and it works headless and in threads.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ftaudit.store.atomic import atomic_write_bytes
 
 DPI = 110
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,7 +81,9 @@ def roc_plot(
     ax.grid(True, which="major", lw=0.5, alpha=0.4)
     ax.legend(loc="lower right", fontsize=7, frameon=False)
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8)
     return _to_png(fig)
 
 
@@ -178,29 +180,6 @@ def example_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 8) ->
 
 
 # --- files -----------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``.
-
-    Readers see the old file or the new one, never half of one; on any error the temp file is
-    removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_png(png: bytes, path: str | os.PathLike) -> Path:
