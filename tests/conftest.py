@@ -8,6 +8,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 TINY = [
     "data.audit_size=60", "data.population_size=40", "pretrain.epochs=3", "finetune.epochs=4",
     "finetune.references=3", "metrics.bootstrap=50", "model.arch=mlp", "model.hidden=[32]",
+    "pretrain.augment=0", "finetune.augment=0",
 ]
 
 

@@ -23,7 +23,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     """How the digits are split into a public pretraining pool and a private fine-tuning task."""
 
-    dataset: Literal["digits"] = "digits"
+    dataset: Literal["digits"] = Field(default="digits", description="scikit-learn's bundled 8x8 digits (no download)")
     split: Literal["half", "classes"] = Field(
         default="half", description="half: pretrain on a public labelled part of all classes, fine-tune on the private rest "
                                     "(same head); classes: pretrain on pretrain_classes, fine-tune a new head on finetune_classes")
@@ -43,7 +43,7 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    arch: Literal["mlp", "cnn"] = "cnn"
+    arch: Literal["mlp", "cnn"] = Field(default="cnn", description="small CNN (3x3 convs) or MLP")
     hidden: list[int] = Field(default=[128, 64], min_length=1, description="mlp: hidden widths")
     channels: list[int] = Field(default=[16, 32], min_length=1, description="cnn: conv channels")
 
@@ -56,23 +56,26 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    epochs: int = Field(default=40, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["sgd", "adam"] = Field(default="adam", description="adam or sgd (torch.optim)")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd momentum")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 weight decay")
+    epochs: int = Field(default=40, ge=1, description="passes over each model's training rows")
+    batch_size: int = Field(default=32, ge=1, description="largest mini-batch")
+    augment: int = Field(default=0, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
 
 class PretrainConfig(OptimConfig):
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=30, ge=1, description="passes over the public pretraining pool")
+    augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
 
 class FinetuneConfig(OptimConfig):
-    method: Literal["full", "head"] = "full"
+    method: Literal["full", "head"] = Field(default="full", description="what fine-tuning trains: full (all) or head (last layer)")
     references: int = Field(default=16, ge=2, description="reference models per target (LiRA/RMIA)")
-    epochs: int = Field(default=60, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=60, ge=1, description="passes over each model's keep-row")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
     @property
     def n_models(self) -> int:
@@ -84,16 +87,16 @@ class FinetuneConfig(OptimConfig):
 class AttackConfig(Section):
     names: list[str] = Field(
         default=["loss", "reference", "lira-online", "lira-online-global", "lira-offline",
-                 "lira-offline-global", "rmia-online", "rmia-offline"], min_length=1)
+                 "lira-offline-global", "rmia-online", "rmia-offline"], min_length=1, description="attacks to run")
     params: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-attack parameters, e.g. rmia-online: {gamma: 2}")
     targets: int = Field(default=0, ge=0, description="models that take a turn as target; 0 = all")
     shifts: int = Field(default=1, ge=0, le=2, description="pixel shifts queried: 0 = original only, k = +-1..k in x and y")
 
 
 class MetricsConfig(Section):
-    fprs: list[float] = Field(default=[0.001, 0.01, 0.1], min_length=1)
-    bootstrap: int = Field(default=1000, ge=10)
-    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    fprs: list[float] = Field(default=[0.001, 0.01, 0.1], min_length=1, description="FPRs at which TPR is reported")
+    bootstrap: int = Field(default=1000, ge=10, description="bootstrap replicates (resampling audit examples)")
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1, description="confidence level of every interval")
     exposed: int = Field(default=12, ge=0, description="most exposed examples shown in the report")
 
     @model_validator(mode="after")
@@ -110,8 +113,8 @@ class EngineConfig(Section):
 
 
 class RunConfig(Section):
-    scenario: str = "finetune-mia"
-    seed: int = Field(default=0, ge=0)
+    scenario: str = Field(default="finetune-mia", description="the study to run (`ftaudit scenarios`)")
+    seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
     out: str = Field(default="ftaudit-runs", description="store directory: database, model cache, runs")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -125,6 +126,18 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         "exposed": exposed, "notes": out.notes + findings(attacks),
     }
     partial = store.new_run_dir(run_id)
+    try:
+        final = _write_run(store, partial, run_id, results, cfg, ctx, out, pooled, curves, start)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    store.db.record_run(results, final, out.models)
+    return RunResult(run_id=run_id, path=final, results=results)
+
+
+def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: RunConfig, ctx: Context,
+               out: StudyOutput, pooled, curves: dict, start: float) -> Path:
+    """Fill the partial run directory (arrays, config, results, report), then rename it into place."""
     arrays = {"labels": pooled.labels, "example": pooled.example, "target": pooled.target, **out.audit_arrays}
     arrays.update({f"scores-{n}": s for n, s in pooled.scores.items()})
     arrays.update({f"roc-{n}": c for n, c in curves.items()})
@@ -137,9 +150,7 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     results["timings"]["report"] = round(time.perf_counter() - report_start, 3)
     results["timings"]["total"] = round(time.perf_counter() - start, 3)
     write_results(partial, results)
-    final = store.finish_run_dir(partial, run_id)
-    store.db.record_run(results, final, out.models)
-    return RunResult(run_id=run_id, path=final, results=results)
+    return store.finish_run_dir(partial, run_id)
 
 
 def summarize_cached(store: Store, scores: np.ndarray, pooled, cfg: RunConfig) -> dict:

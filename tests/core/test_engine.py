@@ -33,14 +33,16 @@ def test_schedule_same_steps_for_every_model_and_each_row_once_per_epoch():
     assert not np.array_equal(sch.batch(0, 0), make_schedule(rows, [9, 2], 3, 4).batch(0, 0))
 
 
-@pytest.mark.parametrize("arch,method,optimizer", [("mlp", "full", "adam"), ("mlp", "head", "sgd"), ("cnn", "full", "sgd")])
-def test_vectorized_equals_per_model_loop(arch, method, optimizer):
+@pytest.mark.parametrize("arch,method,optimizer,augment", [
+    ("mlp", "full", "adam", 0), ("mlp", "head", "sgd", 0), ("cnn", "full", "sgd", 0), ("mlp", "full", "sgd", 1)])
+def test_vectorized_equals_per_model_loop(arch, method, optimizer, augment):
     model, init, x, y = _problem(arch)
     keep = half_keep_matrix(4, len(x), 0)
     rows = [np.flatnonzero(k) for k in keep]
-    sch = make_schedule(rows, [0, 1, 2, 3], epochs=2, batch_size=8)
+    sch = make_schedule(rows, [0, 1, 2, 3], epochs=2, batch_size=8, n_views=1 + 4 * augment)
+    assert (sch.view is not None) == bool(augment)
     trainable = get_method(method).trainable(model)
-    optim = OptimConfig(optimizer=optimizer, lr=0.05)
+    optim = OptimConfig(optimizer=optimizer, lr=0.05, augment=augment)
     inits = [init] * 4
     vec = train_vectorized(model, inits, trainable, optim, x, y, sch)
     loop = train_loop(model, inits, trainable, optim, x, y, sch)

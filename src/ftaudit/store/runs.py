@@ -12,6 +12,7 @@ its rows are committed. Leftover partial directories from killed runs are remove
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -32,12 +33,15 @@ class Store:
         self.db = RunDB(self.root / "ftaudit.sqlite")
 
     def clean_partial(self) -> None:
+        """Remove run directories left by killed runs (their process is gone), not by live ones."""
         if self.runs_dir.is_dir():
             for p in self.runs_dir.glob(".partial-*"):
-                shutil.rmtree(p, ignore_errors=True)
+                pid = p.name.rsplit("-", 1)[-1]
+                if not (pid.isdigit() and _alive(int(pid))):
+                    shutil.rmtree(p, ignore_errors=True)
 
     def new_run_dir(self, run_id: str) -> Path:
-        path = self.runs_dir / f".partial-{run_id}"
+        path = self.runs_dir / f".partial-{run_id}-{os.getpid()}"
         shutil.rmtree(path, ignore_errors=True)
         (path / "arrays").mkdir(parents=True)
         return path
@@ -48,13 +52,34 @@ class Store:
         return final
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_arrays(run_dir: Path, arrays: dict[str, np.ndarray]) -> None:
     for name, arr in arrays.items():
         atomic_save_npy(run_dir / "arrays" / f"{name}.npy", arr)
 
 
+def finite_json(obj):
+    """Strict JSON has no NaN/inf: store them as null (e.g. an unbounded score)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_results(run_dir: Path, results: dict) -> None:
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, allow_nan=False))
+    atomic_write_text(run_dir / "results.json", json.dumps(finite_json(results), indent=2, allow_nan=False))
 
 
 def read_results(run_dir: Path) -> dict:

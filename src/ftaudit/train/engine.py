@@ -19,7 +19,7 @@ from ftaudit.config import EngineConfig, OptimConfig
 from ftaudit.finetune.methods import check_frozen
 from ftaudit.store.cache import ModelCache, content_key, state_digest
 from ftaudit.train.schedule import make_schedule, steps_per_epoch
-from ftaudit.train.trainers import State, train_loop, train_vectorized
+from ftaudit.train.trainers import State, n_training_views, train_loop, train_vectorized
 
 # Reporter: called with (description, total units) and returns an "advance by n" callback.
 Reporter = Callable[[str, int], Callable[[int], None]]
@@ -51,7 +51,8 @@ class TrainGroup:
         self.per_epoch = steps_per_epoch([j.rows for j in self.jobs], self.optim.batch_size)
         self.keys = [
             content_key(arch=self.arch, init=state_digest(j.init), method=self.method, trainable=sorted(self.trainable),
-                        optim=self.optim.model_dump(), per_epoch=self.per_epoch, data=self.data_digest,
+                        optim={k: getattr(self.optim, k) for k in OptimConfig.model_fields},  # the recipe only
+                        per_epoch=self.per_epoch, data=self.data_digest,
                         rows=np.sort(j.rows).astype(np.int64), seed=j.seed)
             for j in self.jobs
         ]
@@ -90,7 +91,8 @@ class Engine:
         for start in range(0, len(missing), self.cfg.chunk):
             chunk = missing[start:start + self.cfg.chunk]
             jobs = [group.jobs[i] for i in chunk]
-            schedule = make_schedule([j.rows for j in jobs], [j.seed for j in jobs], epochs, bs, per_epoch=group.per_epoch)
+            schedule = make_schedule([j.rows for j in jobs], [j.seed for j in jobs], epochs, bs, per_epoch=group.per_epoch,
+                                     n_views=n_training_views(group.optim))
             trainer = train_vectorized if self.cfg.vectorized else train_loop
             states = trainer(group.template, [j.init for j in jobs], group.trainable, group.optim,
                              group.x, group.y, schedule, progress=advance)

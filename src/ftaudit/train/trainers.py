@@ -16,11 +16,24 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ftaudit.config import OptimConfig
+from ftaudit.data.augment import query_views
 from ftaudit.train.optim import make_optimizer
 from ftaudit.train.schedule import Schedule
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[int], None]
+
+
+def training_views(x: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
+    """[V, n, ...] precomputed training views of x (V = 1 without augmentation): drawing a random
+    shift per (step, row) is then one gather, identical in both trainers."""
+    if optim.augment and x.dim() != 4:
+        raise ValueError("pixel-shift augmentation needs image inputs [n, C, H, W]")
+    return query_views(x, optim.augment) if optim.augment else x.unsqueeze(0)
+
+
+def n_training_views(optim: OptimConfig) -> int:
+    return 1 + 4 * optim.augment
 
 
 def train_vectorized(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
@@ -46,12 +59,14 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
 
     batched_loss = vmap(one_model_loss, in_dims=(0, None if shared_frozen else 0, 0, 0, 0))
     opt = make_optimizer(params.values(), optim)
+    views = training_views(x, optim)
     index = torch.from_numpy(schedule.index)
     mask = torch.from_numpy(schedule.mask)
+    view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
     for step in range(schedule.steps):
         idx = index[step]  # [M, width]
         opt.zero_grad(set_to_none=True)
-        loss = batched_loss(params, frozen, x[idx], y[idx], mask[step]).sum()
+        loss = batched_loss(params, frozen, views[view[step], idx], y[idx], mask[step]).sum()
         loss.backward()
         opt.step()
         if progress:
@@ -74,10 +89,12 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
     for name, p in module.named_parameters():
         p.requires_grad_(name in trainable_set)
     opt = make_optimizer([p for n, p in module.named_parameters() if n in trainable_set], optim)
+    views = training_views(x, optim)
     for step in range(schedule.steps):
         rows = torch.from_numpy(schedule.batch(step, model_index))
+        chosen = torch.from_numpy(schedule.batch_views(step, model_index))
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(module(x[rows]), y[rows]).backward()
+        F.cross_entropy(module(views[chosen, rows]), y[rows]).backward()
         opt.step()
         if progress:
             progress(1)
