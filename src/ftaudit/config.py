@@ -27,7 +27,7 @@ class DataConfig(Section):
     split: Literal["half", "classes"] = Field(
         default="half", description="half: pretrain on a public labelled part of all classes, fine-tune on the private rest "
                                     "(same head); classes: pretrain on pretrain_classes, fine-tune a new head on finetune_classes")
-    pretrain_size: int = Field(default=500, ge=10, description="split=half: public pretraining images")
+    pretrain_size: int = Field(default=300, ge=10, description="split=half: public pretraining images")
     pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2, description="split=classes only")
     finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2, description="split=classes only")
     audit_size: int = Field(default=500, ge=4, description="private examples under the keep-matrix")
@@ -45,7 +45,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     arch: Literal["mlp", "cnn"] = Field(default="cnn", description="small CNN (3x3 convs) or MLP")
     hidden: list[int] = Field(default=[128, 64], min_length=1, description="mlp: hidden widths")
-    channels: list[int] = Field(default=[16, 32], min_length=1, description="cnn: conv channels")
+    channels: list[int] = Field(default=[32, 64], min_length=1, description="cnn: conv channels")
 
     @model_validator(mode="after")
     def _positive(self) -> "ModelConfig":

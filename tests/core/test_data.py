@@ -27,7 +27,7 @@ def _disjoint(*splits):
 def test_digits_half_split_is_disjoint_same_task():
     task = load_digits_task(DataConfig(), seed=0)
     assert _disjoint(task.pretrain, task.audit, task.population)
-    assert (len(task.pretrain), len(task.audit), len(task.population)) == (500, 500, 400)
+    assert (len(task.pretrain), len(task.audit), len(task.population)) == (300, 500, 400)
     assert not task.new_head and task.pretrain_test is task.population
     assert set(task.audit.y) == set(range(10))
     assert task.audit.x.shape[1:] == (1, 8, 8) and task.audit.x.max() <= 1.0
