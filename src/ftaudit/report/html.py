@@ -125,8 +125,12 @@ def _histogram_png(results: Mapping[str, Any], arrays: RunArrays, problems: list
 
 
 def _exposed_caption(item: Mapping[str, Any]) -> str:
-    rate = item.get("member_rate")
-    rate_text = f"{rate:.0%} in" if isinstance(rate, (int, float)) else DASH
+    found = item.get("detected_at_1pct_fpr")
+    if isinstance(found, (int, float)):
+        rate_text = f"found {found:.0%}"
+    else:
+        rate = item.get("member_rate")
+        rate_text = f"{rate:.0%} in" if isinstance(rate, (int, float)) else DASH
     return f"#{item.get('example')}  y={item.get('label')}\ns={fmt_number(item.get('score'))}  {rate_text}"
 
 
@@ -204,6 +208,7 @@ def _exposed_rows(exposed: list[Mapping[str, Any]]) -> list[dict[str, str]]:
             "score": fmt_number(e.get("score"), ".4g"),
             "attack": str(e.get("attack") or DASH),
             "member_rate": rate(e.get("member_rate")),
+            "detected": rate(e.get("detected_at_1pct_fpr")),
         }
         for i, e in enumerate(exposed, start=1)
     ]
