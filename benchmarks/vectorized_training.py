@@ -20,7 +20,7 @@ from ftaudit.finetune.methods import get_method
 from ftaudit.scenarios.vision import QuerySet, fresh_state
 from ftaudit.signals.classifier import classifier_signals
 from ftaudit.train.schedule import make_schedule
-from ftaudit.train.trainers import train_loop, train_vectorized
+from ftaudit.train.trainers import n_training_views, train_loop, train_vectorized
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--method", default="full")
+    ap.add_argument("--augment", type=int, default=0, help="random pixel shifts in training (as the default study uses)")
     args = ap.parse_args()
 
     cfg = RunConfig()
@@ -37,13 +38,14 @@ def main() -> None:
     template, init = fresh_state(model_cfg, 10, seed=0)
     keep = half_keep_matrix(args.models, len(task.audit), seed=0)
     rows = [np.flatnonzero(k) for k in keep]
-    optim = OptimConfig(epochs=args.epochs, batch_size=32, lr=1e-3)
-    schedule = make_schedule(rows, list(range(args.models)), optim.epochs, optim.batch_size)
+    optim = OptimConfig(epochs=args.epochs, batch_size=32, lr=1e-3, augment=args.augment)
+    schedule = make_schedule(rows, list(range(args.models)), optim.epochs, optim.batch_size,
+                             n_views=n_training_views(optim))
     trainable = get_method(args.method).trainable(template)
     x, y = torch.from_numpy(task.audit.x), torch.from_numpy(task.audit.y)
     test = QuerySet.of(task.population, 0)
     inits = [init] * args.models
-    print(f"{args.models} {args.arch} models, method {args.method}, {schedule.steps} steps each, "
+    print(f"{args.models} {args.arch} models, method {args.method}, augment {args.augment}, {schedule.steps} steps each, "
           f"batch {optim.batch_size}, torch threads {torch.get_num_threads()}")
 
     # warm-up (first-call dispatch and allocator costs), not timed
