@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from ftaudit.attacks.evaluate import leave_one_out
-from ftaudit.attacks.registry import ATTACKS
+from ftaudit.attacks.registry import ATTACKS, resolve_params
 from ftaudit.config import RunConfig
 from ftaudit.errors import UserError
 from ftaudit.metrics import roc_curve, summarize
@@ -69,6 +69,11 @@ def validate_attacks(cfg: RunConfig) -> None:
     for name in cfg.attack.params:
         if name not in ATTACKS:
             raise UserError(f"attack.params.{name}", "unknown attack", f"choose from {', '.join(ATTACKS)}")
+        if name not in cfg.attack.names:
+            raise UserError(f"attack.params.{name}", f"parameters given for {name!r}, which is not run",
+                            f"remove them or add {name!r} to attack.names")
+    for name in cfg.attack.names:  # fail before any training, not after it
+        resolve_params(name, cfg.attack.params.get(name))
     if cfg.attack.targets > cfg.finetune.n_models:
         raise UserError("attack.targets", f"{cfg.attack.targets} targets but only {cfg.finetune.n_models} models are trained",
                         f"use at most {cfg.finetune.n_models}, or 0 for all")

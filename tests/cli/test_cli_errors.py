@@ -24,6 +24,10 @@ def run_cli(capsys, *argv):
     (["run", "--config", "/no/such/file.yaml"], "--config"),
     (["run", "--set", "attack.names=[loss, nope]"], "attack.names[1]"),
     (["report", "no-such-run"], "RUN"),
+    (["run", "--set", "data.audit_size=10", "--set", "finetune.batch_size=1"], "finetune.batch_size"),
+    (["run", "--set", "data.pretrain_size=1700"], "data.pretrain_size"),
+    (["run", "--set", "attack.params={rmia-online: {gamma: -1}}"], "attack.params.rmia-online.gamma"),
+    (["run", "--set", "attack.targets=99"], "attack.targets"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, field):
     code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "store"))
@@ -32,6 +36,13 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, field):
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: {field}:") and "—" in lines[0]
     assert "Traceback" not in err
+
+
+def test_out_that_is_a_file(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(capsys, "run", "--out", str(blocker / "store"))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_unparsable_config_file(capsys, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ftaudit.config import RunConfig
+from ftaudit.errors import UserError
 from ftaudit.data.digits import load_digits_task
 from ftaudit.data.keep import half_keep_matrix
 from ftaudit.finetune.methods import get_method
@@ -18,6 +19,18 @@ from ftaudit.scenarios.base import Context, Scenario, StudyOutput
 from ftaudit.scenarios.vision import QuerySet, fresh_state, query_models, query_states, train_group, with_new_head
 from ftaudit.seeding import derive_seed
 from ftaudit.signals.arrays import SignalSet
+from ftaudit.train.schedule import steps_per_epoch
+
+
+def check_rows_per_step(rows: list[np.ndarray], batch_size: int) -> None:
+    """Every model takes the same steps per epoch (ceil(longest keep-row / batch)), so every keep-row
+    needs at least that many rows; tiny audit pools with tiny batches can break this."""
+    per_epoch = steps_per_epoch(rows, batch_size)
+    shortest = min(len(r) for r in rows)
+    if shortest < per_epoch:
+        raise UserError("finetune.batch_size", f"a model has only {shortest} training rows but every model takes "
+                        f"{per_epoch} steps per epoch", f"raise finetune.batch_size to at least "
+                        f"{-(-max(len(r) for r in rows) // shortest)} or data.audit_size")
 
 
 def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
@@ -27,6 +40,7 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
         n_models = cfg.finetune.n_models
         keep = half_keep_matrix(n_models, len(task.audit), cfg.seed)
         rows = [np.flatnonzero(k) for k in keep]
+        check_rows_per_step(rows, cfg.finetune.batch_size)
         seeds = {
             "run": cfg.seed,
             "pretrain": derive_seed(cfg.seed, "pretrain"),
