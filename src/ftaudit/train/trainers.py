@@ -52,21 +52,23 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
     frozen = {n: (inits[0][n] if shared_frozen else stacked[n]) for n in frozen_names}
     module = copy.deepcopy(template)
 
-    def one_model_loss(p: State, f: State, xb: torch.Tensor, yb: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(module, {**p, **f}, (xb,))
-        losses = F.cross_entropy(logits, yb, reduction="none")
-        return (losses * mb).sum() / mb.sum()
+    def one_model_logits(p: State, f: State, xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, {**p, **f}, (xb,))
 
-    batched_loss = vmap(one_model_loss, in_dims=(0, None if shared_frozen else 0, 0, 0, 0))
+    # Only the forward pass is vmapped; the masked cross-entropy is plain batched tensor algebra.
+    batched_logits = vmap(one_model_logits, in_dims=(0, None if shared_frozen else 0, 0))
     opt = make_optimizer(params.values(), optim)
     views = training_views(x, optim)
     index = torch.from_numpy(schedule.index)
     mask = torch.from_numpy(schedule.mask)
+    counts = mask.sum(-1)  # [steps, M] real rows per model and step
     view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
     for step in range(schedule.steps):
         idx = index[step]  # [M, width]
         opt.zero_grad(set_to_none=True)
-        loss = batched_loss(params, frozen, views[view[step], idx], y[idx], mask[step]).sum()
+        logits = batched_logits(params, frozen, views[view[step], idx])  # [M, width, C]
+        losses = -torch.log_softmax(logits, -1).gather(-1, y[idx].unsqueeze(-1)).squeeze(-1)
+        loss = ((losses * mask[step]).sum(-1) / counts[step]).sum()  # sum over models of each mean loss
         loss.backward()
         opt.step()
         if progress:
