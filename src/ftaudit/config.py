@@ -140,7 +140,7 @@ def _first_error(exc: ValidationError) -> UserError:
     field = ".".join(str(p) for p in err["loc"]) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return UserError(field, "unknown key", "remove it or check its spelling (`ftaudit run --help` lists the keys; docs in README)")
+        return UserError(field, "unknown key", "remove it or check its spelling (`ftaudit config` prints every key)")
     if kind == "literal_error":
         return UserError(field, f"got {err.get('input')!r}", err["msg"].lower())
     msg = err["msg"]

@@ -35,6 +35,22 @@ from ftaudit.train.engine import Engine, Reporter
 HEADLINE_FPR = 0.01
 
 
+class MetricsTable(list):
+    """A list of row dicts that prints as an aligned text table (for notebooks and the REPL)."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "(no attacks)"
+        cols = list(self[0])
+        cells = [[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in self]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
 @dataclass
 class RunResult:
     """What a run produced: its id and directory, and the results dict (also in results.json)."""
@@ -44,10 +60,10 @@ class RunResult:
     results: dict
 
     @property
-    def metrics(self) -> list[dict]:
+    def metrics(self) -> "MetricsTable":
         """The attacks' metrics as table rows: attack, auc (+ _lo/_hi), tpr@<fpr> (+ _lo/_hi).
-        ``pandas.DataFrame(res.metrics)`` turns it into a frame."""
-        rows = []
+        Prints as a text table; ``pandas.DataFrame(res.metrics)`` turns it into a frame."""
+        rows = MetricsTable()
         for att in self.results["attacks"]:
             row = {"attack": att["name"], "auc": att["auc"]["value"], "auc_lo": att["auc"]["lo"], "auc_hi": att["auc"]["hi"]}
             for t in att["tpr_at_fpr"]:

@@ -56,6 +56,8 @@ def test_python_api(tmp_path, tiny_overrides):
     rows = {r["attack"]: r for r in res.metrics}
     assert rows["lira-online"]["auc_lo"] <= rows["lira-online"]["auc"] <= rows["lira-online"]["auc_hi"]
     assert "tpr@0.01" in rows["loss"]
+    text = str(res.metrics)
+    assert text.splitlines()[0].split()[:2] == ["attack", "auc"] and "lira-online" in text
     loaded = ftaudit.load_run(res.run_id, out=tmp_path / "store")
     assert loaded.path == res.path and loaded.results == res.results
     assert ftaudit.load_run(res.path).run_id == res.run_id
