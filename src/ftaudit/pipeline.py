@@ -137,10 +137,11 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
 
     run_id = make_run_id(cfg)
+    package_versions = versions()
     results = {
         "run_id": run_id, "scenario": cfg.scenario, "title": out.title,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "ftaudit_version": versions()["ftaudit"], "config": cfg.model_dump(mode="json"), "versions": versions(),
+        "ftaudit_version": package_versions["ftaudit"], "config": cfg.model_dump(mode="json"), "versions": package_versions,
         "seeds": out.seeds, "timings": {}, "cache": {"models_trained": ctx.models_trained, "models_loaded": ctx.models_loaded},
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
         "attacks": attacks, "skipped_attacks": dict(pooled.skipped), "best_attack": best,

@@ -56,3 +56,13 @@ def test_head_method_trains_only_the_head(tmp_path):
     base, tuned = cache.load(keys["pretrain0"]), cache.load(keys["finetune0"])
     for name, value in base.items():
         assert (name.startswith("head.") != bool((value == tuned[name]).all())), name
+
+
+def test_class_split_fine_tunes_a_new_head(tmp_path):
+    res = ftaudit.run("finetune-mia", overrides=SMALL + [f"out={tmp_path}", "data.split=classes", "finetune.references=3",
+                                                          "metrics.bootstrap=20", "data.population_size=100"])
+    assert "[0, 1, 2, 3, 4] → [5, 6, 7, 8, 9]" in res.results["title"]
+    assert set(np.load(res.path / "arrays" / "audit_y.npy")) == {5, 6, 7, 8, 9}
+    util = {u["name"]: u for u in res.results["utility"]}
+    assert util["fine-tuned test accuracy"]["value"] > 0.6
+    assert "pretrained base test accuracy (pretraining task)" in util
