@@ -123,6 +123,7 @@ def show_config(
 
 def main(argv: list[str] | None = None) -> None:
     from ftaudit.finetune.methods import FrozenParameterError
+    from ftaudit.store.cache import CacheError
 
     try:
         app(args=argv, standalone_mode=True)
@@ -132,6 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     except FrozenParameterError as exc:
         print(f"fine-tuning guardrail: {exc}; no report was written", file=sys.stderr)
         sys.exit(1)
+    except CacheError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished models are cached; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except OSError as exc:
         if exc.filename is None:
             raise

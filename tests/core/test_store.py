@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from ftaudit.store.atomic import atomic_write
-from ftaudit.store.cache import content_key
+import torch
+
+from ftaudit.store.cache import CacheError, ModelCache, content_key
 from ftaudit.store.runs import Store, write_results
 
 
@@ -43,3 +45,11 @@ def test_partial_dirs_of_dead_runs_are_cleaned_live_ones_kept(tmp_path):
     live.mkdir()
     store.clean_partial()
     assert not dead.exists() and live.exists()
+
+
+def test_unreadable_model_entry_names_the_file(tmp_path):
+    cache = ModelCache(tmp_path)
+    cache.save("ab" * 32, {"w": torch.ones(2)})
+    cache.path("ab" * 32).write_bytes(b"garbage")
+    with pytest.raises(CacheError, match=str(cache.path("ab" * 32))):
+        cache.load("ab" * 32)

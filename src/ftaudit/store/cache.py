@@ -45,6 +45,10 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+class CacheError(RuntimeError):
+    """A cache entry exists but cannot be read (e.g. a disk error); the message names the file."""
+
+
 class ModelCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -63,7 +67,7 @@ class ModelCache:
         try:
             return load_file(str(self.path(key)))
         except (SafetensorError, OSError) as exc:
-            raise RuntimeError(f"model cache entry {self.path(key)} is unreadable ({exc}); delete it and rerun") from exc
+            raise CacheError(f"model cache entry {self.path(key)} is unreadable ({exc}); delete it and rerun") from exc
 
 
 class ArrayCache:
