@@ -68,7 +68,7 @@ def test_killed_run_resumes_and_trains_only_what_was_missing(tmp_path, tiny_over
     no partial files or rows."""
     store = tmp_path / "store"
     overrides = [o for o in tiny_overrides if not o.startswith(("finetune.epochs", "finetune.references"))]
-    overrides += ["finetune.epochs=40", "finetune.references=7", "engine.chunk=1"]
+    overrides += ["finetune.epochs=150", "finetune.references=7", "engine.chunk=1"]  # ~0.1 s a model
     cmd = [sys.executable, "-m", "ftaudit", "run", "-q"] + [a for o in overrides for a in ("--set", o)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     models = store / "cache" / "models"
