@@ -6,8 +6,8 @@ from typing import Any
 
 from ftaudit.config import build_config
 from ftaudit.errors import UserError
-from ftaudit.pipeline import RunResult, load_results, run_pipeline
-from ftaudit.store.runs import Store
+from ftaudit.pipeline import RunResult, run_pipeline
+from ftaudit.store.runs import Store, read_results
 from ftaudit.train.engine import Reporter
 
 
@@ -27,5 +27,5 @@ def load_run(run: str | Path, out: str | Path = "ftaudit-runs") -> RunResult:
         if row is None:
             raise UserError("RUN", f"no run {str(run)!r} in store {out}", "see `ftaudit ls` for run ids, or pass --out for another store")
         path = Path(row.path)
-    results = load_results(path)
+    results = read_results(path)
     return RunResult(run_id=results["run_id"], path=path, results=results)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import platform
 import shutil
 import time
@@ -232,7 +231,3 @@ def findings(attacks: list[dict]) -> list[str]:
     ratio = f"{t_top / t_loss:.1f}×" if t_loss > 0 else "from zero"
     verdict = "beats" if t_top > t_loss else "does not beat"
     return [f"At 1 % FPR the best calibrated attack ({top['name']}, TPR {t_top:.1%}) {verdict} LOSS (TPR {t_loss:.1%}), {ratio}."]
-
-
-def load_results(path: Path) -> dict:
-    return json.loads((Path(path) / "results.json").read_text())

@@ -17,8 +17,8 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from ftaudit.errors import UserError
 from ftaudit.report import plots
+from ftaudit.store.runs import read_results
 from ftaudit.report.table import (
     DASH,
     TPR_POINTS,
@@ -33,26 +33,11 @@ from ftaudit.report.table import (
 )
 
 REPORT_NAME = "report.html"
-RESULTS_NAME = "results.json"
 TEMPLATE_NAME = "report.html.j2"
 MAX_EXPOSED_IMAGES = 24  # more than this is a wall of digits, the table below still lists all
 
 
 # --- reading the run -------------------------------------------------------------------------
-
-
-def read_results(run_dir: Path) -> dict[str, Any]:
-    """``results.json`` as a dict; a missing or unreadable file is the user's to fix."""
-    path = Path(run_dir) / RESULTS_NAME
-    if not path.is_file():
-        raise UserError("run_dir", f"{run_dir} has no {RESULTS_NAME}", "pass the directory of a finished run")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(str(path), f"not valid JSON ({exc})", "re-run the pipeline to rewrite it") from exc
-    if not isinstance(results, dict):
-        raise UserError(str(path), "must hold a JSON object", "re-run the pipeline to rewrite it")
-    return results
 
 
 class RunArrays:

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ftaudit.store.atomic import atomic_save_npy, atomic_write_text, load_npy
+from ftaudit.errors import UserError
+from ftaudit.store.atomic import atomic_save_npy, atomic_write_text
 from ftaudit.store.cache import ArrayCache, JsonCache, ModelCache
 from ftaudit.store.db import RunDB
+
+RESULTS_NAME = "results.json"
 
 
 class Store:
@@ -79,12 +82,18 @@ def finite_json(obj):
 
 
 def write_results(run_dir: Path, results: dict) -> None:
-    atomic_write_text(run_dir / "results.json", json.dumps(finite_json(results), indent=2, allow_nan=False))
+    atomic_write_text(run_dir / RESULTS_NAME, json.dumps(finite_json(results), indent=2, allow_nan=False))
 
 
-def read_results(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "results.json").read_text())
-
-
-def read_array(run_dir: Path, name: str) -> np.ndarray:
-    return load_npy(Path(run_dir) / "arrays" / f"{name}.npy")
+def read_results(run_dir: str | Path) -> dict:
+    """``results.json`` of a run directory; a missing or unreadable file is the user's to fix."""
+    path = Path(run_dir) / RESULTS_NAME
+    if not path.is_file():
+        raise UserError("RUN", f"{run_dir} has no {RESULTS_NAME}", "pass the directory of a finished run")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(str(path), f"not valid JSON ({exc})", "re-run the pipeline to rewrite it") from exc
+    if not isinstance(results, dict):
+        raise UserError(str(path), "must hold a JSON object", "re-run the pipeline to rewrite it")
+    return results
