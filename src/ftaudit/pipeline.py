@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from ftaudit.attacks.evaluate import leave_one_out
-from ftaudit.attacks.registry import ATTACKS, resolve_params
+from ftaudit.attacks.registry import ATTACKS, resolve_request
 from ftaudit.config import RunConfig
 from ftaudit.errors import UserError
 from ftaudit.metrics import roc_curve, summarize
@@ -78,17 +78,7 @@ class RunResult:
 
 
 def validate_attacks(cfg: RunConfig) -> None:
-    for i, name in enumerate(cfg.attack.names):
-        if name not in ATTACKS:
-            raise UserError(f"attack.names[{i}]", f"unknown attack {name!r}", f"choose from {', '.join(ATTACKS)}")
-    for name in cfg.attack.params:
-        if name not in ATTACKS:
-            raise UserError(f"attack.params.{name}", "unknown attack", f"choose from {', '.join(ATTACKS)}")
-        if name not in cfg.attack.names:
-            raise UserError(f"attack.params.{name}", f"parameters given for {name!r}, which is not run",
-                            f"remove them or add {name!r} to attack.names")
-    for name in cfg.attack.names:  # fail before any training, not after it
-        resolve_params(name, cfg.attack.params.get(name))
+    resolve_request(cfg.attack.names, cfg.attack.params)  # fail before any training, not after it
     if cfg.attack.targets > cfg.finetune.n_models:
         raise UserError("attack.targets", f"{cfg.attack.targets} targets but only {cfg.finetune.n_models} models are trained",
                         f"use at most {cfg.finetune.n_models}, or 0 for all")

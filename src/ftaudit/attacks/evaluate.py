@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ftaudit.attacks.base import attack_input
-from ftaudit.attacks.registry import ATTACKS, PARAMS_FIELD, resolve_params, run_attack
+from ftaudit.attacks.registry import ATTACKS, resolve_request, run_attack
 from ftaudit.errors import UserError
 from ftaudit.signals.arrays import SignalSet
 
@@ -63,13 +63,8 @@ def leave_one_out(
     n_refs: int,
 ) -> PooledScores:
     """Run every attack against each target in ``targets`` with its cyclic references, and pool."""
-    params = dict(params or {})
     m, n = signals.n_models, signals.n_examples
-    for name in params:
-        if name not in attack_names:
-            raise UserError(f"{PARAMS_FIELD}.{name}", f"parameters given for {name!r}, which is not run",
-                            f"remove them or add {name!r} to attack.names")
-    resolved = {name: resolve_params(name, params.get(name)) for name in attack_names}  # fail fast
+    resolved = resolve_request(attack_names, params)  # fail fast
     reference_models(0, m, n_refs)  # validates n_refs before any work
     targets = np.asarray(list(targets), dtype=np.int64)
     if targets.size == 0 or (targets < 0).any() or (targets >= m).any() or np.unique(targets).size != targets.size:

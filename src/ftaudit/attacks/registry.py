@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 from numbers import Real
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -69,6 +69,22 @@ def resolve_params(name: str, params: Mapping[str, object] | None = None) -> dic
             raise UserError(field, f"{value} is out of range", f"choose a value in {span}")
         out[key] = float(value)
     return out
+
+
+def resolve_request(names: Sequence[str], params: Mapping[str, Mapping[str, object]] | None) -> dict[str, dict[str, float]]:
+    """Check a whole attack request (names and per-attack parameters) and resolve each attack's
+    parameters; every mistake is a UserError naming its config path."""
+    params = dict(params or {})
+    for i, name in enumerate(names):
+        if name not in ATTACKS:
+            raise UserError(f"{NAMES_FIELD}[{i}]", f"unknown attack {name!r}", f"choose from {', '.join(ATTACKS)}")
+    for name in params:
+        if name not in ATTACKS:
+            raise UserError(f"{PARAMS_FIELD}.{name}", "unknown attack", f"choose from {', '.join(ATTACKS)}")
+        if name not in names:
+            raise UserError(f"{PARAMS_FIELD}.{name}", f"parameters given for {name!r}, which is not run",
+                            f"remove them or add {name!r} to {NAMES_FIELD}")
+    return {name: resolve_params(name, params.get(name)) for name in names}
 
 
 def run_attack(name: str, inp: AttackInput, **params) -> np.ndarray:
