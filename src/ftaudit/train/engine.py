@@ -44,6 +44,7 @@ class TrainGroup:
     y: torch.Tensor
     data_digest: str
     jobs: list[Job]
+    objective: str = "classification"  # see ftaudit.train.objectives
     keys: list[str] = field(init=False)
     per_epoch: int = field(init=False)
 
@@ -52,7 +53,7 @@ class TrainGroup:
         self.keys = [
             content_key(arch=self.arch, init=state_digest(j.init), method=self.method, trainable=sorted(self.trainable),
                         optim={k: getattr(self.optim, k) for k in OptimConfig.model_fields},  # the recipe only
-                        per_epoch=self.per_epoch, data=self.data_digest,
+                        per_epoch=self.per_epoch, data=self.data_digest, objective=self.objective,
                         rows=np.sort(j.rows).astype(np.int64), seed=j.seed)
             for j in self.jobs
         ]
@@ -92,10 +93,11 @@ class Engine:
             chunk = missing[start:start + self.cfg.chunk]
             jobs = [group.jobs[i] for i in chunk]
             schedule = make_schedule([j.rows for j in jobs], [j.seed for j in jobs], epochs, bs, per_epoch=group.per_epoch,
-                                     n_views=n_training_views(group.optim))
+                                     n_views=n_training_views(group.optim, group.objective))
             trainer = train_vectorized if self.cfg.vectorized else train_loop
             states = trainer(group.template, [j.init for j in jobs], group.trainable, group.optim,
-                             group.x, group.y, schedule, progress=advance)
+                             group.x, group.y, schedule, progress=advance, objective=group.objective,
+                             view_seed=int(group.data_digest[:8], 16))
             for i, job, state in zip(chunk, jobs, states):
                 check_frozen(job.init, state, group.trainable)
                 self.cache.save(group.keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed)})

@@ -11,34 +11,45 @@ import copy
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
 from ftaudit.config import OptimConfig
-from ftaudit.data.augment import query_views
+from ftaudit.train.objectives import get_objective
 from ftaudit.train.optim import make_optimizer
 from ftaudit.train.schedule import Schedule
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[int], None]
+# Called after each step with (steps done, a function returning every model's current state).
+StepHook = Callable[[int, Callable[[], list[State]]], None]
 
 
-def training_views(x: torch.Tensor, optim: OptimConfig) -> torch.Tensor:
-    """[V, n, ...] precomputed training views of x (V = 1 without augmentation): drawing a random
-    shift per (step, row) is then one gather, identical in both trainers."""
-    if optim.augment and x.dim() != 4:
-        raise ValueError("pixel-shift augmentation needs image inputs [n, C, H, W]")
-    return query_views(x, optim.augment) if optim.augment else x.unsqueeze(0)
+class TrainingViews:
+    """Precomputed training views: inputs [V, n, ...] and targets ([n, ...], or [V, n, ...] when
+    they change with the view, as for MLM maskings). Drawing a view per (step, row) is then one
+    gather, identical in both trainers."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, optim: OptimConfig, objective: str = "classification",
+                 seed: int = 0):
+        self.objective = get_objective(objective)
+        self.x, self.y, self.per_view = self.objective.views(x, y, optim.augment, seed)
+
+    def batch(self, view: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[view, rows], (self.y[view, rows] if self.per_view else self.y[rows])
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.objective.loss(logits, targets)
 
 
-def n_training_views(optim: OptimConfig) -> int:
-    return 1 + 4 * optim.augment
+def n_training_views(optim: OptimConfig, objective: str = "classification") -> int:
+    return get_objective(objective).n_views(optim.augment)
 
 
 def train_vectorized(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
                      x: torch.Tensor, y: torch.Tensor, schedule: Schedule,
-                     progress: Progress | None = None) -> list[State]:
+                     progress: Progress | None = None, objective: str = "classification", view_seed: int = 0,
+                     on_step: StepHook | None = None) -> list[State]:
     """Train len(inits) models together: trainable parameters stacked along dim 0, one vmapped
     forward/backward per step, one optimiser over the stacked tensors (elementwise ⇒ independent)."""
     n_models = len(inits)
@@ -58,32 +69,37 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
     # Only the forward pass is vmapped; the masked cross-entropy is plain batched tensor algebra.
     batched_logits = vmap(one_model_logits, in_dims=(0, None if shared_frozen else 0, 0))
     opt = make_optimizer(params.values(), optim)
-    views = training_views(x, optim)
+    views = TrainingViews(x, y, optim, objective, view_seed)
     index = torch.from_numpy(schedule.index)
     mask = torch.from_numpy(schedule.mask)
-    counts = mask.sum(-1)  # [steps, M] real rows per model and step
+    counts = mask.sum(-1).clamp(min=1)  # [steps, M] real rows per model and step
     view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
+
+    def current_states() -> list[State]:
+        out = []
+        for m in range(n_models):
+            state = {n: stacked[n][m].detach().clone() for n in trainable}
+            state.update({n: inits[m][n].clone() for n in frozen_names})
+            out.append({n: state[n] for n in names})
+        return out
+
     for step in range(schedule.steps):
-        idx = index[step]  # [M, width]
+        inputs, targets = views.batch(view[step], index[step])  # [M, width, ...]
         opt.zero_grad(set_to_none=True)
-        logits = batched_logits(params, frozen, views[view[step], idx])  # [M, width, C]
-        losses = -torch.log_softmax(logits, -1).gather(-1, y[idx].unsqueeze(-1)).squeeze(-1)
+        losses = views.loss(batched_logits(params, frozen, inputs), targets)  # [M, width]
         loss = ((losses * mask[step]).sum(-1) / counts[step]).sum()  # sum over models of each mean loss
         loss.backward()
         opt.step()
         if progress:
             progress(n_models)
-    out = []
-    for m in range(n_models):
-        state = {n: stacked[n][m].detach().clone() for n in trainable}
-        state.update({n: inits[m][n].clone() for n in frozen_names})
-        out.append({n: state[n] for n in names})
-    return out
+        if on_step:
+            on_step(step + 1, current_states)
+    return current_states()
 
 
 def train_one(template: nn.Module, init: State, trainable: list[str], optim: OptimConfig,
               x: torch.Tensor, y: torch.Tensor, schedule: Schedule, model_index: int,
-              progress: Progress | None = None) -> State:
+              progress: Progress | None = None, objective: str = "classification", view_seed: int = 0) -> State:
     """Plain PyTorch training of one model on its column of the schedule."""
     module = copy.deepcopy(template)
     module.load_state_dict(init)
@@ -91,12 +107,16 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
     for name, p in module.named_parameters():
         p.requires_grad_(name in trainable_set)
     opt = make_optimizer([p for n, p in module.named_parameters() if n in trainable_set], optim)
-    views = training_views(x, optim)
+    views = TrainingViews(x, y, optim, objective, view_seed)
     for step in range(schedule.steps):
         rows = torch.from_numpy(schedule.batch(step, model_index))
         chosen = torch.from_numpy(schedule.batch_views(step, model_index))
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(module(views[chosen, rows]), y[rows]).backward()
+        if len(rows) == 0:  # a Poisson-sampled step can be empty: the vectorized path adds 0 to the loss
+            opt.step()
+            continue
+        inputs, targets = views.batch(chosen, rows)
+        views.loss(module(inputs), targets).mean().backward()
         opt.step()
         if progress:
             progress(1)
@@ -105,8 +125,12 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
 
 def train_loop(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
                x: torch.Tensor, y: torch.Tensor, schedule: Schedule,
-               progress: Progress | None = None) -> list[State]:
-    return [train_one(template, init, trainable, optim, x, y, schedule, m, progress) for m, init in enumerate(inits)]
+               progress: Progress | None = None, objective: str = "classification", view_seed: int = 0,
+               on_step: StepHook | None = None) -> list[State]:
+    if on_step is not None:
+        raise ValueError("per-step hooks need the vectorized trainer (engine.vectorized: true)")
+    return [train_one(template, init, trainable, optim, x, y, schedule, m, progress, objective, view_seed)
+            for m, init in enumerate(inits)]
 
 
 __all__ = ["train_vectorized", "train_loop", "train_one"]
