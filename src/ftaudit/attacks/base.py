@@ -12,7 +12,7 @@ import numpy as np
 
 from ftaudit.signals.arrays import SignalSet
 
-NEEDS = frozenset({"references", "base", "population"})
+NEEDS = frozenset({"references", "base", "population", "scores"})
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class AttackInput:
     target_pop_loss          : [Z, A]
     ref_pop_loss             : [R, Z, A]
     base_loss                : [N, A] of the pretrained base, or None
+    target_scores            : name -> [N] the target's precomputed scores (SignalSet.scores)
     """
 
     target_conf: np.ndarray
@@ -35,6 +36,7 @@ class AttackInput:
     target_pop_loss: np.ndarray
     ref_pop_loss: np.ndarray
     base_loss: np.ndarray | None = None
+    target_scores: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, a = self.target_conf.shape
@@ -99,6 +101,7 @@ def attack_input(signals: SignalSet, target: int, refs) -> AttackInput:
         target_pop_loss=signals.pop_loss[target],
         ref_pop_loss=signals.pop_loss[refs],
         base_loss=signals.base_loss,
+        target_scores={name: arr[target] for name, arr in signals.scores.items()},
     )
 
 

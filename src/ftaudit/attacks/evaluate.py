@@ -52,6 +52,8 @@ def _missing(name: str, signals: SignalSet) -> str | None:
         return "no pretrained base signals (base_loss is None)"
     if "population" in needs and signals.pop_loss.shape[1] == 0:
         return "no population examples"
+    if "scores" in needs and name not in signals.scores:
+        return "this study does not compute its scores"
     return None
 
 

@@ -50,6 +50,17 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
+def register_precomputed(name: str, description: str) -> AttackSpec:
+    """Register an attack whose per-model scores the scenario computes (``SignalSet.scores[name]``),
+    e.g. the LM attacks on per-token log-probs; reading them here keeps one evaluation path."""
+    if name in ATTACKS:
+        raise ValueError(f"attack {name!r} registered twice")
+    spec = AttackSpec(name, lambda inp: np.asarray(inp.target_scores[name], dtype=np.float64), description,
+                      frozenset({"scores"}))
+    ATTACKS[name] = spec
+    return spec
+
+
 def resolve_params(name: str, params: Mapping[str, object] | None = None) -> dict[str, float]:
     """The attack's defaults overridden by ``params``, each checked; bad input raises UserError."""
     if name not in ATTACKS:
@@ -93,6 +104,8 @@ def run_attack(name: str, inp: AttackInput, **params) -> np.ndarray:
     spec = ATTACKS[name]
     if "base" in spec.needs and inp.base_loss is None:
         raise ValueError(f"attack {name!r} needs the pretrained base's signals (base_loss)")
+    if "scores" in spec.needs and name not in inp.target_scores:
+        raise ValueError(f"attack {name!r} reads precomputed scores that this study did not compute")
     scores = np.asarray(spec.fn(inp, **kwargs), dtype=np.float64)
     if scores.shape != (inp.n_examples,) or not np.isfinite(scores).all():
         raise FloatingPointError(f"attack {name!r} produced non-finite or mis-shaped scores; are the signals finite?")

@@ -6,7 +6,7 @@ model. Shapes use M models, N audit examples, A queries per example (index 0 is 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,9 @@ class SignalSet:
     base_conf, base_loss : [N, A] the same signals from the pretrained base (the fine-tuning's
             starting point), or None when there is no base
     pop_conf, pop_loss   : [M, Z, A] signals on population examples (non-members of every model)
+    scores : name -> [M, N] per-model scores computed by the scenario from richer signals than
+            these arrays hold (e.g. an LM's per-token log-probs: zlib, Min-K %), higher = member;
+            the ``precomputed`` attacks read them
     """
 
     conf: np.ndarray
@@ -30,9 +33,13 @@ class SignalSet:
     pop_loss: np.ndarray
     base_conf: np.ndarray | None = None
     base_loss: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         m, n, a = self.conf.shape
+        for name, arr in self.scores.items():
+            if arr.shape != (m, n):
+                raise ValueError(f"scores[{name!r}] shape {arr.shape} != {(m, n)}")
         if self.loss.shape != (m, n, a):
             raise ValueError(f"loss shape {self.loss.shape} != conf shape {(m, n, a)}")
         if self.keep.shape != (m, n) or self.keep.dtype != np.bool_:
