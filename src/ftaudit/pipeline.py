@@ -20,18 +20,16 @@ import torch
 import yaml
 
 from ftaudit.attacks.evaluate import leave_one_out
-from ftaudit.attacks.registry import ATTACKS, resolve_request
+from ftaudit.attacks.registry import resolve_request
 from ftaudit.config import RunConfig
 from ftaudit.errors import UserError
-from ftaudit.metrics import roc_curve, summarize
+from ftaudit.metrics import roc_curve
 from ftaudit.report import write_report
 from ftaudit.scenarios import Context, StudyOutput, get_scenario
+from ftaudit.scenarios.evaluate import HEADLINE_FPR, best_attack, summarize_pooled, tpr_at
 from ftaudit.store.atomic import atomic_write_text
-from ftaudit.store.cache import content_key
 from ftaudit.store.runs import Store, write_arrays, write_results
 from ftaudit.train.engine import Engine, Reporter
-
-HEADLINE_FPR = 0.01
 
 
 class MetricsTable(list):
@@ -113,15 +111,14 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     out = scenario.run(cfg, ctx)
 
     with ctx.stage("attacks"):
-        n_models = out.signals.n_models
-        targets = list(range(cfg.attack.targets or n_models))
-        pooled = leave_one_out(out.signals, cfg.attack.names, cfg.attack.params, targets, out.references)
+        if out.pooled is not None:
+            pooled = out.pooled
+        else:
+            targets = list(range(cfg.attack.targets or out.signals.n_models))
+            pooled = leave_one_out(out.signals, cfg.attack.names, cfg.attack.params, targets, out.references)
     with ctx.stage("metrics"):
-        attacks, curves = [], {}
-        for name, scores in pooled.scores.items():
-            summary = summarize_cached(store, scores, pooled, cfg)
-            attacks.append({"name": name, "description": ATTACKS[name].description, **summary})
-            curves[name] = np.stack(roc_curve(scores, pooled.labels))
+        attacks = summarize_pooled(store.metrics, pooled, cfg.metrics, cfg.seed, out.descriptions)
+        curves = {name: np.stack(roc_curve(scores, pooled.labels)) for name, scores in pooled.scores.items()}
         best = best_attack(attacks)
         exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
 
@@ -135,6 +132,7 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
         "attacks": attacks, "skipped_attacks": dict(pooled.skipped), "best_attack": best,
         "exposed": exposed, "notes": out.notes + findings(attacks),
+        "sections": [section.to_dict() for section in out.sections],
     }
     partial = store.new_run_dir(run_id)
     try:
@@ -164,37 +162,13 @@ def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: Run
     return store.finish_run_dir(partial, run_id)
 
 
-def summarize_cached(store: Store, scores: np.ndarray, pooled, cfg: RunConfig) -> dict:
-    """Bootstrap summary of one attack's scores; the bootstrap is deterministic given its inputs,
-    so it is cached under their content key."""
-    m = cfg.metrics
-    key = content_key(kind="attack-metrics", scores=scores, labels=pooled.labels, groups=pooled.example,
-                      fprs=list(m.fprs), n_boot=m.bootstrap, level=m.ci_level, seed=cfg.seed)
-    cached = store.metrics.get(key)
-    if cached is None:
-        cached = summarize(scores, pooled.labels, groups=pooled.example, fprs=tuple(m.fprs), n_boot=m.bootstrap,
-                           level=m.ci_level, seed=cfg.seed).to_dict()
-        store.metrics.put(key, cached)
-    return cached
-
-
-def _tpr(att: dict, fpr: float) -> float:
-    return min(att["tpr_at_fpr"], key=lambda t: abs(t["fpr"] - fpr))["value"]
-
-
-def best_attack(attacks: list[dict]) -> str | None:
-    """The attack with the highest TPR at the headline FPR (1 %), ties broken by AUC."""
-    if not attacks:
-        return None
-    return max(attacks, key=lambda a: (_tpr(a, HEADLINE_FPR), a["auc"]["value"]))["name"]
-
-
 def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
     """Examples the best attack flags most often when they are members: the fraction of an example's
     member rows scored above the 1 %-FPR threshold of all non-member rows; ties by mean member score."""
     scores, labels, example = pooled.scores[attack], pooled.labels, pooled.example
+    member_rate = out.member_rate if out.member_rate is not None else out.signals.keep.mean(axis=0)
     threshold = np.quantile(scores[~labels], 1 - HEADLINE_FPR) if (~labels).any() else np.inf
-    n = out.signals.n_examples
+    n = int(example.max()) + 1 if example.size else 0
     hits = np.bincount(example[labels], weights=(scores[labels] > threshold), minlength=n)
     count = np.bincount(example[labels], minlength=n)
     total = np.bincount(example[labels], weights=scores[labels], minlength=n)
@@ -204,7 +178,7 @@ def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
     labels_of = out.audit_arrays.get("audit_y")
     return [{"example": int(i), "label": int(labels_of[i]) if labels_of is not None else None,
              "score": float(mean[i]), "detected_at_1pct_fpr": float(rate[i]), "attack": attack,
-             "member_rate": float(out.signals.keep[:, i].mean())} for i in order]
+             "member_rate": float(member_rate[i])} for i in order]
 
 
 def findings(attacks: list[dict]) -> list[str]:
@@ -216,8 +190,8 @@ def findings(attacks: list[dict]) -> list[str]:
     calibrated = [a for a in attacks if a["name"].startswith(("lira", "rmia"))]
     if not calibrated:
         return []
-    top = max(calibrated, key=lambda a: _tpr(a, HEADLINE_FPR))
-    t_top, t_loss = _tpr(top, HEADLINE_FPR), _tpr(loss, HEADLINE_FPR)
+    top = max(calibrated, key=lambda a: tpr_at(a, HEADLINE_FPR))
+    t_top, t_loss = tpr_at(top, HEADLINE_FPR), tpr_at(loss, HEADLINE_FPR)
     ratio = f"{t_top / t_loss:.1f}×" if t_loss > 0 else "from zero"
     verdict = "beats" if t_top > t_loss else "does not beat"
     return [f"At 1 % FPR the best calibrated attack ({top['name']}, TPR {t_top:.1%}) {verdict} LOSS (TPR {t_loss:.1%}), {ratio}."]

@@ -238,6 +238,35 @@ def _mapping(results: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return DASH if value is None else str(value)
+    if isinstance(value, float):
+        return fmt_number(value, ".4g")
+    return str(value)
+
+
+def _sections(results: Mapping[str, Any], problems: list[str]) -> list[dict[str, Any]]:
+    """A study's extra sections (sweeps, frontiers, audits): text, a table and figures drawn from
+    the stored specs."""
+    out = []
+    for section in results.get("sections") or []:
+        if not isinstance(section, Mapping):
+            continue
+        table = [r for r in section.get("table") or [] if isinstance(r, Mapping)]
+        headers = list(table[0]) if table else []
+        figures = []
+        for spec in section.get("figures") or []:
+            try:
+                figures.append({"uri": _data_uri(plots.study_figure(spec)), "caption": spec.get("caption") or "",
+                                "alt": spec.get("title") or "figure"})
+            except (TypeError, ValueError) as exc:  # a malformed stored spec: say so, draw the rest
+                problems.append(f"figure {spec.get('title')!r} of section {section.get('title')!r} not drawn: {exc}")
+        out.append({"title": str(section.get("title") or ""), "text": [str(t) for t in section.get("text") or []],
+                    "headers": headers, "rows": [[_cell(r.get(h)) for h in headers] for r in table], "figures": figures})
+    return out
+
+
 def build_context(results: Mapping[str, Any], arrays: RunArrays) -> dict[str, Any]:
     """Everything the template shows, already formatted as strings (the template only lays out)."""
     problems: list[str] = []
@@ -263,6 +292,7 @@ def build_context(results: Mapping[str, Any], arrays: RunArrays) -> dict[str, An
         "exposed": _exposed_rows(exposed),
         "exposed_uri": _data_uri(exposed_png) if exposed_png else None,
         "notes": [str(n) for n in results.get("notes") or [] if str(n).strip()],
+        "sections": _sections(results, problems),
         "config": _pretty_config(results.get("config") or {}),
         "versions": list(_mapping(results, "versions").items()),
         "seeds": _seed_rows(_mapping(results, "seeds")),

@@ -187,3 +187,59 @@ def save_png(png: bytes, path: str | os.PathLike) -> Path:
     if not png.startswith(PNG_SIGNATURE):
         raise ValueError("save_png expects PNG bytes")
     return atomic_write_bytes(path, png)
+
+
+# --- study figures (drawn from the Figure specs a scenario stores) ----------------------------
+
+_SERIES_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+                  "#1f78b4", "#b2df8a"]
+
+
+def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    return xa[ok], ya[ok]
+
+
+def study_figure(spec: Mapping) -> bytes:
+    """Draw a stored figure spec: series of lines (with CI bands), points (with error bars) and
+    Pareto frontiers (a step line through the frontier points)."""
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for i, series in enumerate(spec.get("series") or []):
+        color = _SERIES_COLORS[i % len(_SERIES_COLORS)]
+        x, y = _finite_pairs(series.get("x") or [], series.get("y") or [])
+        if not x.size:
+            continue
+        style = series.get("style", "line")
+        lo, hi = series.get("lo"), series.get("hi")
+        if style == "frontier":
+            order = np.argsort(x)
+            ax.plot(x[order], y[order], color="black", lw=1.2, ls="--", drawstyle="steps-post",
+                    label=series.get("label"), zorder=1)
+            continue
+        if style == "points":
+            yerr = None
+            if lo is not None and hi is not None and len(lo) == len(y) == len(hi):
+                lo_a, hi_a, y_a = (np.asarray(v, float) for v in (lo, hi, series["y"]))
+                keep = np.isfinite(np.asarray(series["x"], float)) & np.isfinite(y_a)
+                yerr = np.vstack([np.clip(y_a - lo_a, 0, None), np.clip(hi_a - y_a, 0, None)])[:, keep]
+            ax.errorbar(x, y, yerr=yerr, fmt="o", ms=5, color=color, capsize=2, lw=1, label=series.get("label"), zorder=2)
+            continue
+        ax.plot(x, y, marker="o", ms=3.5, lw=1.6, color=color, label=series.get("label"), zorder=2)
+        if lo is not None and hi is not None and len(lo) == len(hi) == len(series.get("x") or []):
+            xs = np.asarray(series["x"], float)
+            lo_a, hi_a = np.asarray(lo, float), np.asarray(hi, float)
+            ok = np.isfinite(xs) & np.isfinite(lo_a) & np.isfinite(hi_a)
+            ax.fill_between(xs[ok], lo_a[ok], hi_a[ok], color=color, alpha=0.18, lw=0)
+    if spec.get("xlog"):
+        ax.set_xscale("log")
+    if spec.get("ylog"):
+        ax.set_yscale("log")
+    ax.set_xlabel(spec.get("xlabel") or "")
+    ax.set_ylabel(spec.get("ylabel") or "")
+    ax.set_title(spec.get("title") or "", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if any(s.get("label") for s in spec.get("series") or []):
+        ax.legend(fontsize=7.5, loc="best")
+    return _to_png(fig)
