@@ -155,7 +155,7 @@ def test_candidate_thresholds_reach_every_small_fp_and_fn_count():
     assert candidate_thresholds(np.array([1.0, 1.0]), np.array([0.0]), 300).tolist() == [0.0, 1.0]
 
 
-@pytest.mark.parametrize("kw", [dict(select="best"), dict(level=0.0), dict(delta=1.0)])
+@pytest.mark.parametrize("kw", [dict(select="best"), dict(level=0.0), dict(delta=1.0), dict(n_thresholds=2)])
 def test_scores_reject_bad_options(kw):
     args = dict(scores_in=[1.0, 2.0], scores_out=[0.0, 1.0], delta=0.0) | kw
     with pytest.raises(ValueError):

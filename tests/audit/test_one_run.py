@@ -52,11 +52,14 @@ def test_p_value_grows_with_eps_and_shrinks_with_v():
         assert (np.diff(p, axis=1) <= 1e-12).all()
 
 
-@pytest.mark.parametrize("r,v", [(1000, 881), (200, 190), (10, 10), (50, 40), (1, 1)])
+@pytest.mark.parametrize("r,v", [(1000, 881), (200, 190), (10, 10), (50, 40), (1, 1), (3, 3)])
 def test_delta_zero_bound_is_logit_of_the_clopper_pearson_lower_bound(r, v):
     q_lo = stats.binomtest(v, r, alternative="greater").proportion_ci(0.95, method="exact").low
     eps = one_run_epsilon_from_counts(M, r, v, 0.0, 0.95)
     assert eps == pytest.approx(max(0.0, logit(q_lo)), rel=1e-9)
+    if eps == 0.0:  # 1 of 1 right is no evidence at 95%
+        assert one_run_p_value(M, r, v, 0.0, 0.0) >= 0.05
+        return
     # ...and it is the edge of the rejected set
     assert one_run_p_value(M, r, v, eps, 0.0) == pytest.approx(0.05, rel=1e-6)
     assert one_run_p_value(M, r, v, eps * 0.999, 0.0) < 0.05 <= one_run_p_value(M, r, v, eps * 1.001, 0.0)
@@ -87,8 +90,8 @@ def test_guess_counts_by_hand():
 
 
 def test_default_grid_is_symmetric_and_within_m():
-    assert default_grid(1000) == [(k, k) for k in (5, 10, 25, 50, 100, 250, 500)]
-    assert all(0 < 2 * k <= 7 for k, _ in default_grid(7))
+    assert default_grid(1000) == [(k, k) for k in (5, 10, 25, 50, 100, 250, 450, 500)]
+    assert default_grid(7) == [(1, 1), (2, 2), (3, 3)]
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.0, 2.0, 4.0])
@@ -98,7 +101,7 @@ def test_randomized_response_canaries_bound_is_positive_and_below_eps(eps):
         for delta in (0.0, 1e-5):
             b = one_run_epsilon(scores, included, delta)
             assert 0.5 * eps < b.epsilon_lb <= eps, (seed, delta, b)  # m = 1000 gets reasonably close
-            assert b.n_candidates == 7 and b.m == M and b.r == b.k_plus + b.k_minus
+            assert b.n_candidates == 8 and b.m == M and b.r == b.k_plus + b.k_minus
             assert b.v == guess_counts(scores, included, b.k_plus, b.k_minus)[1]
 
 
@@ -121,15 +124,18 @@ def test_separable_canaries_give_a_large_bound_and_noise_gives_zero():
     assert one_run_epsilon(rng.random(M), included, 0.0).epsilon_lb < 0.1
 
 
-def test_fixed_k_is_not_corrected_and_beats_the_grid_at_the_same_k():
+def test_fixed_k_is_not_corrected_and_a_grid_pays_bonferroni():
     scores, included = _canaries(2.0, 0)
     fixed = one_run_epsilon(scores, included, 0.0, k_plus=500, k_minus=500)
     r, v = guess_counts(scores, included, 500, 500)
     assert (fixed.n_candidates, fixed.r, fixed.v) == (1, r, v)
     assert fixed.epsilon_lb == pytest.approx(one_run_epsilon_from_counts(M, r, v, 0.0, 0.95))
-    grid = one_run_epsilon(scores, included, 0.0, grid=[(500, 500), (250, 250)])
-    assert grid.n_candidates == 2 and grid.epsilon_lb <= max(
-        fixed.epsilon_lb, one_run_epsilon(scores, included, 0.0, k_plus=250, k_minus=250).epsilon_lb)
+    pairs = [(500, 500), (250, 250), (100, 0)]
+    grid = one_run_epsilon(scores, included, 0.0, grid=pairs)
+    each = [one_run_epsilon_from_counts(M, *guess_counts(scores, included, a, b), 0.0, 1 - 0.05 / 3)
+            for a, b in pairs]
+    assert grid.n_candidates == 3 and grid.epsilon_lb == pytest.approx(max(each))
+    assert grid.epsilon_lb < fixed.epsilon_lb or (grid.k_plus, grid.k_minus) != (500, 500)
 
 
 @pytest.mark.parametrize("kw", [

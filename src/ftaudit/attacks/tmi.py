@@ -54,10 +54,10 @@ def logit_scale(logits) -> np.ndarray:
     top = z.argmax(axis=-1)[..., None]
     z_max = np.take_along_axis(z, top, axis=-1)
     e = np.exp(z - z_max)
-    lse_others = z_max + np.log(e.sum(axis=-1, keepdims=True) - e)  # right for non-argmax classes
     masked = z.copy()
     np.put_along_axis(masked, top, -np.inf, axis=-1)
-    with np.errstate(divide="ignore"):  # K = 1 leaves no other class: log(0) = -inf, phi = +inf
+    with np.errstate(divide="ignore"):  # log(0) only where put_along_axis overwrites it (or K = 1)
+        lse_others = z_max + np.log(e.sum(axis=-1, keepdims=True) - e)  # right for non-argmax classes
         lse_not_top = np.logaddexp.reduce(masked, axis=-1, keepdims=True)
     np.put_along_axis(lse_others, top, lse_not_top, axis=-1)
     return z - lse_others

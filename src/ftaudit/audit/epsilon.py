@@ -174,6 +174,8 @@ def epsilon_from_scores(scores_in, scores_out, delta: float, level: float = 0.95
     _check_params(delta, level)
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {SELECT_MODES}, got {select!r}")
+    if n_thresholds < 3:
+        raise ValueError(f"n_thresholds must be at least 3, got {n_thresholds}")
     n_min = 2 if select == "split" else 1
     s_in, s_out = _check_scores(scores_in, "scores_in", n_min), _check_scores(scores_out, "scores_out", n_min)
     if select == "all":

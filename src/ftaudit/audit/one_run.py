@@ -28,8 +28,9 @@ from typing import Sequence
 import numpy as np
 from scipy import special, stats
 
-# Candidate k+ = k- as fractions of m/2 (m/2 is the expected number of members).
-DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# Candidate k+ = k- as fractions of m/2, the expected number of members. 0.9 is there because the
+# realized count deviates by ~sqrt(m)/2: k = m/2 then forces some wrong guesses even with no noise.
+DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.9, 1.0)
 _BISECTION_STEPS = 60
 _EPS_CAP = 64.0  # expit(64) == 1.0 in float64, where the p-value is 1
 

@@ -1,11 +1,20 @@
-"""Scenario registry: one small module per study."""
+"""Scenario registry: one small module per study, each exposing ``SCENARIO``."""
 from __future__ import annotations
+
+import importlib
 
 from ftaudit.errors import UserError
 from ftaudit.scenarios.base import Context, Scenario, StudyOutput
-from ftaudit.scenarios import finetune_mia
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [finetune_mia.SCENARIO]}
+# One line per study module (ftaudit.scenarios.<name>); the order is the order `ftaudit scenarios` lists.
+_MODULES = [
+    "finetune_mia",
+]
+
+SCENARIOS: dict[str, Scenario] = {}
+for _name in _MODULES:
+    _scenario = importlib.import_module(f"ftaudit.scenarios.{_name}").SCENARIO
+    SCENARIOS[_scenario.name] = _scenario
 
 
 def get_scenario(name: str) -> Scenario:
