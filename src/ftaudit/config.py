@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftaudit.errors import UserError
 
@@ -70,12 +70,45 @@ class PretrainConfig(OptimConfig):
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
 
+class DPConfig(Section):
+    """Differentially private fine-tuning (DP-SGD as Opacus does it: Poisson sampling, per-sample
+    clipping, Gaussian noise); off unless ``epsilon`` is set."""
+
+    epsilon: float | None = Field(default=None, gt=0, description="target ε; null = no DP (.inf also means no DP)")
+    delta: float | None = Field(default=None, gt=0, lt=1, description="target δ; null = 1e-5, or less than 1/N for small N")
+    clip: float = Field(default=1.0, gt=0, description="per-sample gradient clipping norm C")
+    accountant: Literal["rdp", "prv"] = Field(default="rdp", description="Opacus accountant that calibrates the noise (rdp or prv)")
+    sample_rate: float | None = Field(default=None, gt=0, le=1, description="Poisson sampling rate q; null = batch_size / rows")
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None and self.epsilon != float("inf")
+
+
 class FinetuneConfig(OptimConfig):
-    method: Literal["full", "head"] = Field(default="full", description="what fine-tuning trains: full (all) or head (last layer)")
+    method: str = Field(default="full", description="what fine-tuning trains: full, head, layers, bitfit, lora, adapters")
+    layers: list[str] = Field(default=[], description="method=layers: blocks/parameters to train, e.g. [block2, head]")
+    last_k: int = Field(default=1, ge=0, description="method=layers with no `layers`: the last k blocks plus the head")
+    lora_rank: int = Field(default=4, ge=1, description="method=lora: rank r of each update")
+    lora_alpha: float = Field(default=8.0, gt=0, description="method=lora: scaling alpha (update × alpha / r)")
+    lora_targets: list[str] = Field(default=[], description="method=lora: module names; [] = every Linear/Conv of the body")
+    adapter_size: int = Field(default=16, ge=1, description="method=adapters: bottleneck width")
+    adapter_targets: list[str] = Field(default=[], description="method=adapters: module names; [] = each block's last projection")
+    train_head: bool = Field(default=True, description="bitfit/lora/adapters: train the task head too")
+    dp: DPConfig = DPConfig()
     references: int = Field(default=16, ge=2, description="reference models per target (LiRA/RMIA)")
     epochs: int = Field(default=60, ge=1, description="passes over each model's keep-row")
     lr: float = Field(default=1e-3, gt=0, description="learning rate")
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from ftaudit.finetune.methods import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"unknown fine-tuning method {value!r}; choose one of {', '.join(METHODS)}")
+        return value
 
     @property
     def n_models(self) -> int:
@@ -112,6 +145,45 @@ class EngineConfig(Section):
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
 
 
+class ForgettingConfig(Section):
+    """Scenario ``forgetting`` (Jagielski et al. 2022): how exposure fades once training moves on."""
+
+    schedules: list[Literal["inject", "poison"]] = Field(
+        default=["inject", "poison"], min_length=1,
+        description="inject: the injected set enters mid-training r times, then training goes on; poison: the set "
+                    "is trained on first, as its own phase, then training continues on the other data")
+    determinism: Literal["both", "deterministic", "nondeterministic"] = Field(
+        default="both", description="deterministic: all models share one seed (init, data order, augmentation) and "
+                                    "deterministic kernels, so IN and OUT models differ only by the injected examples")
+    arch: Literal["mlp", "cnn"] = Field(default="mlp", description="network trained (widths from model.hidden / model.channels)")
+    models: int = Field(default=16, ge=4, description="models per run (even): each takes a turn as target, the others are its references")
+    train_size: int = Field(default=1000, ge=1, description="digits every model trains on throughout (never injected)")
+    population_size: int = Field(default=200, ge=2, description="held-out digits: test accuracy and RMIA population")
+    per_repetition: int = Field(default=100, ge=2, description="injected digits per repetition count (each IN for half the models)")
+    repetitions: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="inject: times an injected example is seen")
+    inject_step: int = Field(default=400, ge=0, description="inject: step (0-based) ending the last injection pass")
+    repeat_gap: int = Field(default=40, ge=1, description="inject: steps between the starts of consecutive passes")
+    inject_per_step: int = Field(default=16, ge=1, description="inject: injected examples placed in each step of a pass")
+    poison_epochs: int = Field(default=4, ge=1, description="poison: passes over the sensitive set before the other data")
+    steps_after: int = Field(default=1500, ge=1, description="training steps after the injected examples were last seen")
+    checkpoint_every: int = Field(default=100, ge=1, description="steps between the checkpoints whose signals are measured")
+    optimizer: Literal["sgd", "adam"] = Field(default="adam", description="adam or sgd (torch.optim)")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    batch_size: int = Field(default=32, ge=1, description="mini-batch of the training data (injected rows come on top)")
+    augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
+    attack: str = Field(default="lira-online", description="the attack whose AUC / TPR the decay curves show")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ForgettingConfig":
+        if self.models % 2:
+            raise ValueError(f"models must be even (a half keep-matrix), got {self.models}")
+        if any(r < 1 for r in self.repetitions) or len(set(self.repetitions)) != len(self.repetitions):
+            raise ValueError(f"repetitions must be distinct positive counts, got {self.repetitions}")
+        if len(set(self.schedules)) != len(self.schedules):
+            raise ValueError(f"schedules must not repeat, got {self.schedules}")
+        return self
+
+
 class RunConfig(Section):
     scenario: str = Field(default="finetune-mia", description="the study to run (`ftaudit scenarios`)")
     seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
@@ -123,6 +195,7 @@ class RunConfig(Section):
     attack: AttackConfig = AttackConfig()
     metrics: MetricsConfig = MetricsConfig()
     engine: EngineConfig = EngineConfig()
+    forgetting: ForgettingConfig = ForgettingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -13,10 +13,17 @@ from ftaudit.config import ModelConfig
 
 
 class BlockNet(nn.Module):
+    head_prefixes = ("head.",)  # how fine-tuning methods find the task head (ftaudit.finetune.methods)
+
     def __init__(self, blocks: list[nn.Module], head_in: int, n_classes: int):
         super().__init__()
         self.blocks = nn.ModuleDict({f"block{i}": b for i, b in enumerate(blocks)})
         self.head = nn.Linear(head_in, n_classes)
+
+    @property
+    def block_names(self) -> list[str]:
+        """Dotted module names of the body's blocks, input to output."""
+        return [f"blocks.{name}" for name in self.blocks]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks.values():

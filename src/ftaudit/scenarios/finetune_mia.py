@@ -13,7 +13,7 @@ from ftaudit.config import RunConfig
 from ftaudit.errors import UserError
 from ftaudit.data.digits import load_digits_task
 from ftaudit.data.keep import half_keep_matrix
-from ftaudit.finetune.methods import get_method
+from ftaudit.finetune.methods import MethodOptions, get_method, init_state
 from ftaudit.metrics import mean_ci
 from ftaudit.scenarios.base import Context, Scenario, StudyOutput
 from ftaudit.scenarios.vision import QuerySet, fresh_state, query_models, query_states, train_group, with_new_head
@@ -35,6 +35,7 @@ def check_rows_per_step(rows: list[np.ndarray], batch_size: int) -> None:
 
 def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
     method = get_method(cfg.finetune.method)
+    opts = MethodOptions.from_config(cfg.finetune)
     with ctx.stage("data"):
         task = load_digits_task(cfg.data, cfg.seed)
         n_models = cfg.finetune.n_models
@@ -63,17 +64,17 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
         base_state = pre.states()[0]
         ft_init = with_new_head(base_state, cfg.model, task.n_finetune_classes, seeds["head"]) if task.new_head else base_state
         template, tuned = train_group(ctx, f"fine-tune ({method.name})", cfg.model, task.n_finetune_classes, method,
-                                      cfg.finetune, task.audit, [ft_init] * n_models, rows, seeds["models"])
+                                      cfg.finetune, task.audit, [ft_init] * n_models, rows, seeds["models"], opts)
         # Transfer control: the same data and recipe from random init, all parameters trained.
         _, scratch_init = fresh_state(cfg.model, task.n_finetune_classes, seeds["scratch"])
-        _, scratch = train_group(ctx, "from scratch (control)", cfg.model, task.n_finetune_classes, get_method("full"),
+        scratch_template, scratch = train_group(ctx, "from scratch (control)", cfg.model, task.n_finetune_classes, get_method("full"),
                                  cfg.finetune, task.audit, [scratch_init], [rows[0]], [seeds["models"][0]])
 
     with ctx.stage("signals"):
         audit = query_models(ctx, template, tuned.keys, tuned.states, audit_q)
         pop = query_models(ctx, template, tuned.keys, tuned.states, pop_q)
-        base = query_states(ctx, template, [ft_init], audit_q)
-        scratch_pop = query_models(ctx, template, scratch.keys, scratch.states, pop_q)
+        base = query_states(ctx, template, [init_state(template, ft_init)], audit_q)
+        scratch_pop = query_models(ctx, scratch_template, scratch.keys, scratch.states, pop_q)
 
     signals = SignalSet(conf=audit["conf"], loss=audit["loss"], keep=keep,
                         pop_conf=pop["conf"], pop_loss=pop["loss"],

@@ -11,7 +11,7 @@ from torch import nn
 from ftaudit.config import ModelConfig, OptimConfig
 from ftaudit.data.augment import query_views
 from ftaudit.data.digits import Split
-from ftaudit.finetune.methods import Method
+from ftaudit.finetune.methods import Method, MethodOptions, init_state
 from ftaudit.models.vision import arch_spec, build_model
 from ftaudit.scenarios.base import Context
 from ftaudit.seeding import derive_seed
@@ -30,12 +30,19 @@ def fresh_state(model_cfg: ModelConfig, n_classes: int, seed: int) -> tuple[nn.M
 
 def train_group(ctx: Context, name: str, model_cfg: ModelConfig, n_classes: int, method: Method,
                 optim: OptimConfig, data: Split, inits: list[State], rows: list[np.ndarray],
-                seeds: list[int]) -> tuple[nn.Module, TrainResult]:
-    template, _ = fresh_state(model_cfg, n_classes, 0)
+                seeds: list[int], opts: MethodOptions | None = None) -> tuple[nn.Module, TrainResult]:
+    """Fine-tune one model per (init, keep-row, seed) with ``method``. Inits are base checkpoints:
+    the method's extra parameters (LoRA, adapters) are added to them here, seeded by the run."""
+    opts = opts or MethodOptions()
+    plain, _ = fresh_state(model_cfg, n_classes, 0)
+    torch.manual_seed(derive_seed(0, "method-init", method.name))
+    template = method.build(plain, opts)
+    inits = [init_state(template, i) for i in inits]
     group = TrainGroup(
         name=name, template=template, arch=arch_spec(model_cfg, n_classes), method=method.name,
-        trainable=method.trainable(template), optim=optim, x=torch.from_numpy(data.x), y=torch.from_numpy(data.y),
-        data_digest=data.digest(), jobs=[Job(init=i, rows=r, seed=s) for i, r, s in zip(inits, rows, seeds)])
+        method_options=method.spec(opts), trainable=method.trainable(template, opts), optim=optim,
+        x=torch.from_numpy(data.x), y=torch.from_numpy(data.y), data_digest=data.digest(),
+        jobs=[Job(init=i, rows=r, seed=s) for i, r, s in zip(inits, rows, seeds)])
     result = ctx.engine.train(group)
     ctx.models_trained += result.trained
     ctx.models_loaded += result.loaded

@@ -45,13 +45,15 @@ class TrainGroup:
     data_digest: str
     jobs: list[Job]
     objective: str = "classification"  # see ftaudit.train.objectives
+    method_options: dict = field(default_factory=dict)  # the method's knobs (rank, layers, …), part of the key
     keys: list[str] = field(init=False)
     per_epoch: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.per_epoch = steps_per_epoch([j.rows for j in self.jobs], self.optim.batch_size)
         self.keys = [
-            content_key(arch=self.arch, init=state_digest(j.init), method=self.method, trainable=sorted(self.trainable),
+            content_key(arch=self.arch, init=state_digest(j.init), method=self.method, options=self.method_options,
+                        trainable=sorted(self.trainable),
                         optim={k: getattr(self.optim, k) for k in OptimConfig.model_fields},  # the recipe only
                         per_epoch=self.per_epoch, data=self.data_digest, objective=self.objective,
                         rows=np.sort(j.rows).astype(np.int64), seed=j.seed)
