@@ -131,6 +131,9 @@ def test_bad_shapes_are_rejected():
     x, y, use, q = _training_case(1)
     with pytest.raises(ValueError, match="need x"):
         train_metaclassifiers(x, y[:, :-1], use, q)
+    x[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        train_metaclassifiers(x, y, use, q)
     with pytest.raises(ValueError, match="dropout"):
         MetaConfig(dropout=1.0)
 
