@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from ftaudit.errors import UserError
 
@@ -139,6 +139,41 @@ class MetricsConfig(Section):
         return self
 
 
+class SweepConfig(Section):
+    """The grids of the ``methods`` and ``dp-finetune`` studies (every cell fine-tunes its own ensemble)."""
+
+    methods: list[str] = Field(default=["full", "head", "layers", "bitfit", "lora", "adapters"], min_length=1,
+                               description="methods: fine-tuning methods compared")
+    lrs: list[float] = Field(default=[3e-4, 1e-3, 3e-3], min_length=1, description="methods: learning rates per method")
+    references: int = Field(default=8, ge=2, description="reference models per target in every cell")
+    epochs: int = Field(default=30, ge=1, description="fine-tuning epochs in every cell")
+    attack: str = Field(default="lira-online-global", description="the attack whose TPR/AUC measures each cell's leakage")
+    match_tolerance: float = Field(default=0.01, ge=0, lt=1, description="methods: accuracy slack when comparing at matched accuracy")
+    epsilons: list[float] = Field(default=[0.5, 1.0, 2.0, 4.0, 8.0, float("inf")], min_length=1,
+                                  description="dp-finetune: target ε values (.inf = no DP)")
+    subsets: list[str] = Field(default=["head", "layers", "full", "bitfit", "lora"], min_length=1,
+                               description="dp-finetune: fine-tuning methods (layer subsets) searched at each ε")
+    dp_lrs: list[float] = Field(default=[1e-3, 4e-3], min_length=1, description="dp-finetune: learning rates searched per cell")
+    clips: list[float] = Field(default=[0.5, 2.0], min_length=1, description="dp-finetune: clipping norms searched per cell")
+    dp_mia_method: str = Field(default="full", description="dp-finetune: method of the ensembles attacked at each ε")
+    canaries: int = Field(default=32, ge=0, description="dp-finetune: mislabelled canaries for the empirical ε audit (0 = off)")
+
+    @field_serializer("epsilons", when_used="json")
+    def _inf_as_text(self, values: list[float]) -> list:
+        return [v if v != float("inf") else "inf" for v in values]  # JSON has no infinity; "inf" parses back
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SweepConfig":
+        from ftaudit.finetune.methods import METHODS
+
+        for name in self.methods + self.subsets + [self.dp_mia_method]:
+            if name not in METHODS:
+                raise ValueError(f"unknown fine-tuning method {name!r}; choose from {', '.join(METHODS)}")
+        if any(v <= 0 for v in self.lrs + self.dp_lrs + self.clips + self.epsilons):
+            raise ValueError("learning rates, clipping norms and epsilons must be positive")
+        return self
+
+
 class EngineConfig(Section):
     vectorized: bool = Field(default=True, description="train compatible models together with torch.func")
     chunk: int = Field(default=32, ge=1, description="models trained per vectorized group (progress is saved per group)")
@@ -160,6 +195,8 @@ class ForgettingConfig(Section):
     train_size: int = Field(default=1000, ge=1, description="digits every model trains on throughout (never injected)")
     population_size: int = Field(default=200, ge=2, description="held-out digits: test accuracy and RMIA population")
     per_repetition: int = Field(default=100, ge=2, description="injected digits per repetition count (each IN for half the models)")
+    mislabel: bool = Field(default=True, description="injected digits carry a random wrong label: outliers the models must "
+                                                     "memorize (false: their true labels)")
     repetitions: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="inject: times an injected example is seen")
     inject_step: int = Field(default=400, ge=0, description="inject: step (0-based) ending the last injection pass")
     repeat_gap: int = Field(default=40, ge=1, description="inject: steps between the starts of consecutive passes")
@@ -195,6 +232,7 @@ class RunConfig(Section):
     attack: AttackConfig = AttackConfig()
     metrics: MetricsConfig = MetricsConfig()
     engine: EngineConfig = EngineConfig()
+    sweep: SweepConfig = SweepConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
 
     @model_validator(mode="after")
