@@ -77,3 +77,6 @@ def get_objective(name: str) -> Objective:
     if name not in OBJECTIVES:
         raise KeyError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]
+
+
+import ftaudit.train.mlm  # noqa: E402,F401  (registers masked-lm)
