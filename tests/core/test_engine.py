@@ -97,3 +97,28 @@ def test_engine_caches_by_content_and_trains_only_missing(tmp_path):
     for name, t in alone.states([3])[0].items():
         torch.testing.assert_close(t, in_group[name], atol=1e-5, rtol=1e-4)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_engine_trains_dp_groups_with_calibrated_noise_and_records_the_accounting(tmp_path):
+    from ftaudit.dp.spec import DPSpec
+
+    model, init, x, y = _problem()
+    trainable = get_method("full").trainable(model)
+    optim = OptimConfig(optimizer="adam", lr=0.01, epochs=2)
+    specs = [DPSpec(epsilon=e, delta=1e-5, clip=c, accountant="rdp", sample_rate=0.25, epochs=2)
+             for e, c in ((1.0, 1.0), (4.0, 0.5), (float("inf"), 1.0))]
+    rows = np.arange(len(x))
+    group = TrainGroup(name="dp", template=model, arch={"a": 1}, method="full", trainable=trainable, optim=optim,
+                       x=x, y=y, data_digest="d", jobs=[Job(init=init, rows=rows, seed=1, dp=s) for s in specs])
+    engine = Engine(ModelCache(tmp_path), EngineConfig())
+    result = engine.train(group)
+    assert result.trained == 3 and len(set(group.keys)) == 3
+    eps = [r["epsilon"] for r in result.dp_jobs]
+    assert eps[0] <= 1.0 and eps[0] > 0.99 and eps[1] <= 4.0 and eps[2] == float("inf")
+    assert result.dp_jobs[2]["noise_multiplier"] == 0.0 and result.dp_jobs[0]["noise_multiplier"] > result.dp_jobs[1]["noise_multiplier"]
+    states = result.states()
+    assert not torch.equal(states[0]["head.weight"], states[1]["head.weight"])
+    assert engine.train(group).trained == 0  # cached, and the accounting is still reported
+    with pytest.raises(ValueError, match="mixes DP"):
+        TrainGroup(name="mixed", template=model, arch={"a": 1}, method="full", trainable=trainable, optim=optim,
+                   x=x, y=y, data_digest="d", jobs=[Job(init=init, rows=rows, seed=1, dp=specs[0]), Job(init=init, rows=rows, seed=2)])

@@ -102,3 +102,23 @@ def test_guardrail_catches_a_method_that_trains_nothing_or_too_much():
     leaked["blocks.block0.1.base_layer.weight"] += 1e-3
     with pytest.raises(FrozenParameterError, match="frozen parameter"):
         check_frozen(init, leaked, trainable)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_every_method_builds_on_hf_language_models(kind):
+    from ftaudit.models.lm import tiny_bert, tiny_gpt2
+
+    base = (tiny_gpt2 if kind == "gpt2" else tiny_bert)(64, 16, seed=0)
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    x = torch.randint(5, 64, (3, 16))
+    head = "lm.lm_head." if kind == "gpt2" else "lm.cls."
+    for name in METHODS:
+        method = get_method(name)
+        model = method.build(base, MethodOptions())
+        trainable = method.trainable(model, MethodOptions())
+        torch.testing.assert_close(functional_call(model, init_state(model, state), (x,)), base(x), atol=1e-5, rtol=1e-4)
+        if name == "head":
+            assert all(n.startswith(head) for n in trainable)
+        if name in ("lora", "adapters"):
+            assert any(".lora_" in n or ".adapter." in n for n in trainable)
+            assert any(n.startswith(head) for n in trainable)

@@ -43,19 +43,35 @@ def expected_batch_size(n_rows: int, sample_rate: float) -> int:
 
 @dataclass(frozen=True)
 class DPParams:
-    """DP-SGD settings for M models: shared σ and C; per model the averaging denominator and the
-    seed of its noise generator."""
+    """DP-SGD settings for M models: σ and C (shared, or one per model — a privacy sweep trains
+    every ε and clipping norm of a grid in one vectorized group); per model the averaging
+    denominator and the seed of its noise generator."""
 
-    noise_multiplier: float  # σ
-    max_grad_norm: float  # C
+    noise_multiplier: float | tuple[float, ...]  # σ
+    max_grad_norm: float | tuple[float, ...]  # C
     expected_batch_size: tuple[float, ...]
     noise_seeds: tuple[int, ...]
 
     def __post_init__(self):
-        if self.noise_multiplier < 0 or not self.max_grad_norm > 0:
+        n = len(self.noise_seeds)
+        for name in ("noise_multiplier", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) != n:
+                raise ValueError(f"{name}: one value per model ({n}), got {len(value)}")
+        if min(self.sigmas, default=0) < 0 or not min(self.clips, default=1) > 0:
             raise ValueError("noise_multiplier must be >= 0 and max_grad_norm > 0")
         if len(self.expected_batch_size) != len(self.noise_seeds):
             raise ValueError("one expected batch size and one noise seed per model")
+
+    @property
+    def sigmas(self) -> tuple[float, ...]:
+        v = self.noise_multiplier
+        return v if isinstance(v, tuple) else (float(v),) * len(self.noise_seeds)
+
+    @property
+    def clips(self) -> tuple[float, ...]:
+        v = self.max_grad_norm
+        return v if isinstance(v, tuple) else (float(v),) * len(self.noise_seeds)
         if any(not b > 0 for b in self.expected_batch_size):
             raise ValueError("expected batch sizes must be positive")
 
@@ -66,14 +82,15 @@ class DPParams:
                    tuple(int(s) for s in noise_seeds))
 
     @property
-    def noise_std(self) -> float:
-        return self.noise_multiplier * self.max_grad_norm
+    def noise_std(self) -> tuple[float, ...]:
+        """σ·C per model."""
+        return tuple(s * c for s, c in zip(self.sigmas, self.clips))
 
     def generators(self) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(s) for s in self.noise_seeds]
 
     def select(self, models: Sequence[int]) -> "DPParams":
-        return DPParams(self.noise_multiplier, self.max_grad_norm,
+        return DPParams(tuple(self.sigmas[m] for m in models), tuple(self.clips[m] for m in models),
                         tuple(self.expected_batch_size[m] for m in models), tuple(self.noise_seeds[m] for m in models))
 
 
@@ -90,25 +107,32 @@ def per_sample_grads(module: nn.Module, loss: RowLoss, params: State, frozen: St
     return over_models({n: p.detach() for n, p in params.items()}, frozen, inputs, targets)
 
 
-def clipped_sum(grads: State, mask: torch.Tensor, max_grad_norm: float) -> State:
+def clipped_sum(grads: State, mask: torch.Tensor, max_grad_norm: float | Sequence[float]) -> State:
     """Flat clipping as Opacus does it, summed over the real rows: {name: [M, W, ...]}, mask [M, W]
-    -> {name: [M, ...]}."""
+    -> {name: [M, ...]}; ``max_grad_norm`` is shared or one per model."""
     norms = torch.stack([torch.linalg.vector_norm(g, dim=tuple(range(2, g.dim()))) for g in grads.values()],
                         dim=-1).norm(2, dim=-1)
-    factor = (max_grad_norm / (norms + CLIP_EPS)).clamp(max=1.0) * mask  # [M, W]
+    clip = torch.as_tensor(max_grad_norm, dtype=norms.dtype).reshape(-1, 1) if not isinstance(max_grad_norm, (int, float)) \
+        else max_grad_norm
+    factor = (clip / (norms + CLIP_EPS)).clamp(max=1.0) * mask  # [M, W]
     return {n: torch.einsum("mw,mw...->m...", factor, g) for n, g in grads.items()}
 
 
-def add_noise(summed: State, names: Sequence[str], std: float, generators: Sequence[torch.Generator]) -> State:
-    """N(0, std²) per coordinate, model by model, parameter by parameter in ``names`` order — the
-    draws ``DPOptimizer.add_noise`` makes with the same generator."""
-    if std == 0:
+def add_noise(summed: State, names: Sequence[str], std: float | Sequence[float],
+              generators: Sequence[torch.Generator]) -> State:
+    """N(0, std²) per coordinate (std shared or one per model), model by model, parameter by
+    parameter in ``names`` order — the draws ``DPOptimizer.add_noise`` makes with the same generator
+    (none at all for a model whose std is 0)."""
+    stds = [float(std)] * len(generators) if isinstance(std, (int, float)) else [float(v) for v in std]
+    if not any(stds):
         return summed
-    noise = {n: torch.empty_like(summed[n]) for n in names}
-    for m, gen in enumerate(generators):
+    noise = {n: torch.zeros_like(summed[n]) for n in names}
+    for m, (gen, sd) in enumerate(zip(generators, stds)):
+        if sd == 0:
+            continue
         for n in names:
             ref = summed[n][m]
-            noise[n][m] = torch.normal(mean=0, std=std, size=ref.shape, generator=gen, dtype=ref.dtype)
+            noise[n][m] = torch.normal(mean=0, std=sd, size=ref.shape, generator=gen, dtype=ref.dtype)
     return {n: summed[n] + noise[n] for n in names}
 
 
@@ -121,7 +145,7 @@ def dp_gradient(module: nn.Module, loss: RowLoss, params: State, frozen: State, 
     if len(generators) != len(dp.noise_seeds):
         raise ValueError(f"{len(dp.noise_seeds)} models in DPParams but {len(generators)} generators")
     grads = per_sample_grads(module, loss, params, frozen, inputs, targets, frozen_stacked)
-    noisy = add_noise(clipped_sum(grads, mask, dp.max_grad_norm), list(params), dp.noise_std, generators)
+    noisy = add_noise(clipped_sum(grads, mask, dp.clips), list(params), dp.noise_std, generators)
     return {n: g / torch.tensor(dp.expected_batch_size, dtype=g.dtype).view(-1, *([1] * (g.dim() - 1)))
             for n, g in noisy.items()}
 

@@ -174,7 +174,11 @@ def _prepare_lora(model: nn.Module, opts: MethodOptions) -> nn.Module:
     from peft import LoraConfig, inject_adapter_in_model
 
     targets = list(opts.lora_targets) or _projections(model, last_only=False)
-    config = LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha, lora_dropout=0.0, target_modules=targets, bias="none")
+    modules = dict(model.named_modules())
+    # transformers' Conv1D (GPT-2) stores its weight transposed: peft must be told, per its docs.
+    conv1d = any(type(m).__name__ == "Conv1D" for n, m in modules.items() if any(n == t or n.endswith("." + t) for t in targets))
+    config = LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha, lora_dropout=0.0, target_modules=targets, bias="none",
+                        fan_in_fan_out=conv1d)
     try:
         return inject_adapter_in_model(config, model)
     except ValueError as exc:

@@ -55,6 +55,26 @@ class LMWrapper(nn.Module):
     def vocab_size(self) -> int:
         return self.lm.get_output_embeddings().weight.shape[0]
 
+    # How fine-tuning methods (ftaudit.finetune.methods) find the head and the blocks.
+    @property
+    def head_prefixes(self) -> tuple[str, ...]:
+        """The output head's parameter prefix: GPT-2's (untied) ``lm_head``, BERT's ``cls`` MLM head,
+        a sequence classifier's ``classifier``/``score``."""
+        names = [n for n, _ in self.named_parameters()]
+        for prefix in ("lm.lm_head.", "lm.cls.", "lm.classifier.", "lm.score."):
+            if any(n.startswith(prefix) for n in names):
+                return (prefix,)
+        raise ValueError(f"no known output head among the parameters of {type(self.lm).__name__}")
+
+    @property
+    def block_names(self) -> list[str]:
+        """The transformer layers, input to output (``lm.transformer.h.0``, ``lm.bert.encoder.layer.0``, …)."""
+        modules = dict(self.named_modules())
+        for prefix in ("lm.transformer.h", "lm.bert.encoder.layer", "lm.model.layers", "lm.gpt_neox.layers"):
+            if prefix in modules:
+                return [f"{prefix}.{i}" for i in range(len(modules[prefix]))]
+        raise ValueError(f"cannot find the transformer layers of {type(self.lm).__name__}")
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.pad_id is None:
             return self.lm(input_ids=input_ids).logits

@@ -9,6 +9,7 @@ from ftaudit.scenarios.base import Context, Scenario, StudyOutput
 # One line per study module (ftaudit.scenarios.<name>); the order is the order `ftaudit scenarios` lists.
 _MODULES = [
     "finetune_mia",
+    "methods",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

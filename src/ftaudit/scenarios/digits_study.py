@@ -6,14 +6,15 @@ base, data and keep-matrix, so their cells differ only in how they were fine-tun
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
 
 from ftaudit.config import FinetuneConfig, RunConfig
-from ftaudit.data.digits import DigitsTask, load_digits_task
+from ftaudit.data.digits import DigitsTask, Split, load_digits_task
 from ftaudit.data.keep import half_keep_matrix
+from ftaudit.dp.spec import dp_spec
 from ftaudit.errors import UserError
 from ftaudit.finetune.methods import MethodOptions, get_method, init_state
 from ftaudit.scenarios.base import Context
@@ -49,16 +50,33 @@ class DigitsStudy:
     pre: TrainResult
     ft_init: State  # the fine-tuning's starting point (base body, new head when the task changes)
     base_correct: np.ndarray  # [n] the base on its own task's held-out images
+    canaries: np.ndarray  # audit indices relabelled as canaries (empty unless asked for)
 
     @property
     def n_models(self) -> int:
         return len(self.rows)
 
 
-def setup(cfg: RunConfig, ctx: Context, n_models: int) -> DigitsStudy:
+def with_canaries(task: DigitsTask, n: int, seed: int) -> tuple[DigitsTask, np.ndarray]:
+    """Relabel ``n`` random audit examples to a wrong class: mislabelled examples are the strongest
+    membership canaries (a model can only fit them by memorising), which is what a DP audit wants."""
+    if n == 0:
+        return task, np.zeros(0, dtype=np.int64)
+    if n > len(task.audit):
+        raise UserError("sweep.canaries", f"{n} canaries but the audit pool has {len(task.audit)} examples",
+                        f"use at most {len(task.audit)}")
+    rng = np.random.default_rng([seed, 0xCA4A])
+    index = np.sort(rng.choice(len(task.audit), size=n, replace=False))
+    y = task.audit.y.copy()
+    y[index] = (y[index] + rng.integers(1, task.n_finetune_classes, size=n)) % task.n_finetune_classes
+    audit = Split(x=task.audit.x, y=y, source_index=task.audit.source_index)
+    return replace(task, audit=audit), index
+
+
+def setup(cfg: RunConfig, ctx: Context, n_models: int, canaries: int = 0) -> DigitsStudy:
     """Data, keep-matrix, query sets and the pretrained base (trained once, then cached)."""
     with ctx.stage("data"):
-        task = load_digits_task(cfg.data, cfg.seed)
+        task, canary_index = with_canaries(load_digits_task(cfg.data, cfg.seed), canaries, cfg.seed)
         keep = half_keep_matrix(n_models, len(task.audit), cfg.seed)
         rows = [np.flatnonzero(k) for k in keep]
         check_rows_per_step(rows, cfg.finetune.batch_size)
@@ -80,7 +98,8 @@ def setup(cfg: RunConfig, ctx: Context, n_models: int) -> DigitsStudy:
         base_state = pre.states()[0]
         ft_init = with_new_head(base_state, cfg.model, task.n_finetune_classes, seeds["head"]) if task.new_head else base_state
     return DigitsStudy(cfg=cfg, task=task, keep=keep, rows=rows, seeds=seeds, audit_q=audit_q, pop_q=pop_q,
-                       pre_template=pre_template, pre=pre, ft_init=ft_init, base_correct=base_correct)
+                       pre_template=pre_template, pre=pre, ft_init=ft_init, base_correct=base_correct,
+                       canaries=canary_index)
 
 
 @dataclass
@@ -103,9 +122,10 @@ def finetune_cell(ctx: Context, study: DigitsStudy, ft: FinetuneConfig, name: st
     opts = MethodOptions.from_config(ft)
     task, keep = study.task, study.keep
     label = name or f"fine-tune ({method.name})"
+    dp = dp_spec(ft.dp, int(np.mean([len(r) for r in study.rows])), ft.batch_size, ft.epochs)
     with ctx.stage("finetune"):
         template, tuned = train_group(ctx, label, study.cfg.model, task.n_finetune_classes, method, ft, task.audit,
-                                      [study.ft_init] * study.n_models, study.rows, study.seeds["models"], opts)
+                                      [study.ft_init] * study.n_models, study.rows, study.seeds["models"], opts, dp)
     with ctx.stage("signals"):
         audit = query_models(ctx, template, tuned.keys, tuned.states, study.audit_q)
         pop = query_models(ctx, template, tuned.keys, tuned.states, study.pop_q)
@@ -116,4 +136,4 @@ def finetune_cell(ctx: Context, study: DigitsStudy, ft: FinetuneConfig, name: st
     train_acc = np.array([audit["correct"][m, keep[m], 0].mean() for m in range(study.n_models)])
     n_trainable = sum(int(template.get_parameter(n).numel()) for n in method.trainable(template, opts))
     return Cell(name=label, template=template, result=tuned, signals=signals, test_acc=test_acc, train_acc=train_acc,
-                n_trainable=n_trainable, dp=getattr(tuned, "dp", None))
+                n_trainable=n_trainable, dp=tuned.dp)

@@ -63,9 +63,16 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
     models = [("pretrain", 0, study.pre.keys[0], seeds["pretrain"]), ("scratch", 0, scratch.keys[0], seeds["models"][0])]
     models += [("finetune", m, k, s) for m, (k, s) in enumerate(zip(cell.result.keys, seeds["models"]))]
     title = study_title(cfg, study, "Membership of the fine-tuning data") + f", method {cfg.finetune.method}"
+    notes = [dp_note(cell.dp)] if cell.dp else []
     return StudyOutput(title=title, signals=cell.signals, references=cfg.finetune.references,
                        utility=study_utility(cfg, study, cell.test_acc, cell.train_acc, scratch_correct), audit_arrays=audit_arrays(study),
-                       models=models, seeds=seeds)
+                       models=models, seeds=seeds, notes=notes)
+
+
+def dp_note(dp: dict) -> str:
+    return (f"DP-SGD fine-tuning: accounted ε = {dp['epsilon']:.4g} ({dp['accountant']}, Opacus; "
+            f"dp-accounting gives {dp['epsilon_reference']:.4g}) at δ = {dp['delta']:.3g}, noise multiplier σ = "
+            f"{dp['noise_multiplier']:.4g}, clipping C = {dp['clip']:g}, Poisson rate q = {dp['sample_rate']:.4g}, {dp['steps']} steps.")
 
 
 SCENARIO = Scenario("finetune-mia", "membership of the fine-tuning data on digits (LOSS, base reference, LiRA, RMIA)", run)

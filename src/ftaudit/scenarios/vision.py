@@ -11,6 +11,7 @@ from torch import nn
 from ftaudit.config import ModelConfig, OptimConfig
 from ftaudit.data.augment import query_views
 from ftaudit.data.digits import Split
+from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.methods import Method, MethodOptions, init_state
 from ftaudit.models.vision import arch_spec, build_model
 from ftaudit.scenarios.base import Context
@@ -30,7 +31,7 @@ def fresh_state(model_cfg: ModelConfig, n_classes: int, seed: int) -> tuple[nn.M
 
 def train_group(ctx: Context, name: str, model_cfg: ModelConfig, n_classes: int, method: Method,
                 optim: OptimConfig, data: Split, inits: list[State], rows: list[np.ndarray],
-                seeds: list[int], opts: MethodOptions | None = None) -> tuple[nn.Module, TrainResult]:
+                seeds: list[int], opts: MethodOptions | None = None, dp: DPSpec | None = None) -> tuple[nn.Module, TrainResult]:
     """Fine-tune one model per (init, keep-row, seed) with ``method``. Inits are base checkpoints:
     the method's extra parameters (LoRA, adapters) are added to them here, seeded by the run."""
     opts = opts or MethodOptions()
@@ -42,7 +43,7 @@ def train_group(ctx: Context, name: str, model_cfg: ModelConfig, n_classes: int,
         name=name, template=template, arch=arch_spec(model_cfg, n_classes), method=method.name,
         method_options=method.spec(opts), trainable=method.trainable(template, opts), optim=optim,
         x=torch.from_numpy(data.x), y=torch.from_numpy(data.y), data_digest=data.digest(),
-        jobs=[Job(init=i, rows=r, seed=s) for i, r, s in zip(inits, rows, seeds)])
+        jobs=[Job(init=i, rows=r, seed=s) for i, r, s in zip(inits, rows, seeds)], dp=dp)
     result = ctx.engine.train(group)
     ctx.models_trained += result.trained
     ctx.models_loaded += result.loaded

@@ -85,7 +85,7 @@ def train_dp_opacus_one(template: nn.Module, init: State, trainable: list[str], 
     by_name = dict(module.named_parameters())
     gsm = GradSampleModule(module, batch_first=True, loss_reduction="mean")
     opt = DPOptimizer(make_optimizer([by_name[n] for n in trainable], optim),
-                      noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+                      noise_multiplier=dp.sigmas[model_index], max_grad_norm=dp.clips[model_index],
                       expected_batch_size=dp.expected_batch_size[model_index], loss_reduction="mean",
                       generator=torch.Generator().manual_seed(dp.noise_seeds[model_index]))
     views = TrainingViews(x, y, optim, objective, view_seed)

@@ -16,8 +16,13 @@ import torch
 from torch import nn
 
 from ftaudit.config import EngineConfig, OptimConfig
+from ftaudit.dp.per_sample import DPParams
+from ftaudit.dp.sampling import poisson_schedule
+from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.methods import check_frozen
+from ftaudit.seeding import derive_seed
 from ftaudit.store.cache import ModelCache, content_key, state_digest
+from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
 from ftaudit.train.schedule import make_schedule, steps_per_epoch
 from ftaudit.train.trainers import State, n_training_views, train_loop, train_vectorized
 
@@ -30,6 +35,7 @@ class Job:
     init: State
     rows: np.ndarray
     seed: int
+    dp: DPSpec | None = None  # this job's DP settings, when they differ from the group's (a privacy sweep)
 
 
 @dataclass
@@ -46,19 +52,35 @@ class TrainGroup:
     jobs: list[Job]
     objective: str = "classification"  # see ftaudit.train.objectives
     method_options: dict = field(default_factory=dict)  # the method's knobs (rank, layers, …), part of the key
+    dp: DPSpec | None = None  # DP-SGD (Poisson sampling, clipping, noise) instead of plain mini-batches
     keys: list[str] = field(init=False)
     per_epoch: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.per_epoch = steps_per_epoch([j.rows for j in self.jobs], self.optim.batch_size)
+        specs = self.dp_specs
+        if any(s is None for s in specs) and any(s is not None for s in specs):
+            raise ValueError(f"group {self.name!r} mixes DP and non-DP jobs")
+        if specs and specs[0] is not None and len({(s.sample_rate, s.steps) for s in specs}) > 1:
+            raise ValueError(f"DP jobs of group {self.name!r} must share the sampling rate and the number of steps")
         self.keys = [
             content_key(arch=self.arch, init=state_digest(j.init), method=self.method, options=self.method_options,
                         trainable=sorted(self.trainable),
                         optim={k: getattr(self.optim, k) for k in OptimConfig.model_fields},  # the recipe only
                         per_epoch=self.per_epoch, data=self.data_digest, objective=self.objective,
-                        rows=np.sort(j.rows).astype(np.int64), seed=j.seed)
-            for j in self.jobs
+                        rows=np.sort(j.rows).astype(np.int64), seed=j.seed,
+                        **({"dp": spec.key()} if spec else {}))
+            for j, spec in zip(self.jobs, specs)
         ]
+
+    @property
+    def dp_specs(self) -> list[DPSpec | None]:
+        return [j.dp or self.dp for j in self.jobs]
+
+    @property
+    def steps(self) -> int:
+        spec = self.dp_specs[0] if self.jobs else None
+        return spec.steps if spec else self.optim.epochs * self.per_epoch
 
 
 @dataclass
@@ -67,6 +89,8 @@ class TrainResult:
     trained: int
     loaded: int
     cache: ModelCache
+    dp: dict | None = None  # DP groups: noise multiplier, steps, accounted ε (opacus) and reference ε
+    dp_jobs: list[dict] | None = None  # the same per job (they differ in a privacy sweep)
 
     def states(self, index: list[int] | None = None) -> list[State]:
         """Weights from the cache, loaded on demand: a run whose signals are cached never needs them."""
@@ -82,24 +106,40 @@ class Engine:
 
     def train(self, group: TrainGroup) -> TrainResult:
         missing = [i for i, key in enumerate(group.keys) if not self.cache.has(key)]
+        # Accounting is deterministic, so it is redone (cheaply) for cached groups too.
+        resolved = {spec: spec.resolve() for spec in dict.fromkeys(group.dp_specs) if spec is not None}
+        dp_jobs = [resolved[spec] for spec in group.dp_specs] if resolved else None
         if missing:
-            self._train_missing(group, missing)
-        return TrainResult(keys=group.keys, trained=len(missing), loaded=len(group.keys) - len(missing), cache=self.cache)
+            self._train_missing(group, missing, dp_jobs)
+        return TrainResult(keys=group.keys, trained=len(missing), loaded=len(group.keys) - len(missing), cache=self.cache,
+                           dp=dp_jobs[0] if dp_jobs else None, dp_jobs=dp_jobs)
 
-    def _train_missing(self, group: TrainGroup, missing: list[int]) -> None:
+    def _train_missing(self, group: TrainGroup, missing: list[int], dp_jobs: list[dict] | None) -> None:
         epochs, bs = group.optim.epochs, group.optim.batch_size
         advance = None
         if self.reporter:
-            advance = self.reporter(f"training {group.name} ({len(missing)} models)", len(missing) * epochs * group.per_epoch)
+            advance = self.reporter(f"training {group.name} ({len(missing)} models)", len(missing) * group.steps)
+        n_views = n_training_views(group.optim, group.objective)
         for start in range(0, len(missing), self.cfg.chunk):
             chunk = missing[start:start + self.cfg.chunk]
             jobs = [group.jobs[i] for i in chunk]
-            schedule = make_schedule([j.rows for j in jobs], [j.seed for j in jobs], epochs, bs, per_epoch=group.per_epoch,
-                                     n_views=n_training_views(group.optim, group.objective))
-            trainer = train_vectorized if self.cfg.vectorized else train_loop
-            states = trainer(group.template, [j.init for j in jobs], group.trainable, group.optim,
-                             group.x, group.y, schedule, progress=advance, objective=group.objective,
-                             view_seed=int(group.data_digest[:8], 16))
+            rows, seeds = [j.rows for j in jobs], [j.seed for j in jobs]
+            common = dict(progress=advance, objective=group.objective, view_seed=int(group.data_digest[:8], 16))
+            inits = [j.init for j in jobs]
+            if dp_jobs:
+                specs = [group.dp_specs[i] for i in chunk]
+                q = specs[0].sample_rate
+                schedule = poisson_schedule(rows, q, group.steps, seeds, n_views=n_views)
+                ebs = DPParams.for_rows(1.0, 1.0, q, rows, seeds).expected_batch_size
+                params = DPParams(tuple(dp_jobs[i]["noise_multiplier"] for i in chunk), tuple(s.clip for s in specs),
+                                  ebs, tuple(derive_seed(s, "dp-noise") for s in seeds))
+                trainer = train_dp_vectorized if self.cfg.vectorized else train_dp_opacus
+                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
+                                 params, **common)
+            else:
+                schedule = make_schedule(rows, seeds, epochs, bs, per_epoch=group.per_epoch, n_views=n_views)
+                trainer = train_vectorized if self.cfg.vectorized else train_loop
+                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule, **common)
             for i, job, state in zip(chunk, jobs, states):
                 check_frozen(job.init, state, group.trainable)
                 self.cache.save(group.keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed)})
