@@ -144,9 +144,9 @@ class SweepConfig(Section):
 
     methods: list[str] = Field(default=["full", "head", "layers", "bitfit", "lora", "adapters"], min_length=1,
                                description="methods: fine-tuning methods compared")
-    lrs: list[float] = Field(default=[3e-4, 1e-3, 3e-3], min_length=1, description="methods: learning rates per method")
+    lrs: list[float] = Field(default=[1e-3, 3e-3], min_length=1, description="methods: learning rates per method")
     references: int = Field(default=8, ge=2, description="reference models per target in every cell")
-    epochs: int = Field(default=30, ge=1, description="fine-tuning epochs in every cell")
+    epochs: int = Field(default=20, ge=1, description="methods: fine-tuning epochs in every cell")
     attack: str = Field(default="lira-online-global", description="the attack whose TPR/AUC measures each cell's leakage")
     match_tolerance: float = Field(default=0.01, ge=0, lt=1, description="methods: accuracy slack when comparing at matched accuracy")
     epsilons: list[float] = Field(default=[0.5, 1.0, 2.0, 4.0, 8.0, float("inf")], min_length=1,
@@ -155,6 +155,7 @@ class SweepConfig(Section):
                                description="dp-finetune: fine-tuning methods (layer subsets) searched at each ε")
     dp_lrs: list[float] = Field(default=[1e-3, 4e-3], min_length=1, description="dp-finetune: learning rates searched per cell")
     clips: list[float] = Field(default=[0.5, 2.0], min_length=1, description="dp-finetune: clipping norms searched per cell")
+    dp_epochs: int = Field(default=8, ge=1, description="dp-finetune: expected passes over the data (steps = epochs / q)")
     dp_mia_method: str = Field(default="full", description="dp-finetune: method of the ensembles attacked at each ε")
     canaries: int = Field(default=32, ge=0, description="dp-finetune: mislabelled canaries for the empirical ε audit (0 = off)")
 
@@ -221,6 +222,73 @@ class ForgettingConfig(Section):
         return self
 
 
+class TMIConfig(Section):
+    """Scenario ``tmi`` (Abascal et al., PETS 2024): membership in the PRETRAINING set, inferred from
+    queries to the fine-tuned model with one metaclassifier per challenge point."""
+
+    shadows: int = Field(default=32, ge=4, description="shadow models (even): each pretrained on a random half of the "
+                                                        "pool, then fine-tuned; every one takes a turn as victim")
+    pool: int = Field(default=400, ge=8, description="pretraining pool = challenge points (digits of data.pretrain_classes)")
+    mislabel: float = Field(default=0.25, ge=0, lt=1, description="share of the pool given a random wrong label: "
+                                                                  "outliers a model can only fit by memorizing them")
+    finetune_size: int = Field(default=400, ge=10, description="downstream training digits (data.finetune_classes), "
+                                                               "the same for every shadow")
+    arch: Literal["mlp", "cnn"] = Field(default="mlp", description="network (widths from model.hidden / model.channels)")
+    pretrain_epochs: int = Field(default=60, ge=1, description="passes over each shadow's half of the pool")
+    pretrain_augment: int = Field(default=0, ge=0, le=2, description="pretraining pixel-shift augmentation (0 = none)")
+    method: str = Field(default="head", description="fine-tuning method of the headline (head = linear probe, new head)")
+    finetune_epochs: int = Field(default=20, ge=1, description="fine-tuning passes over the downstream digits")
+    lrs: dict[str, float] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
+                                           "adapters": 3e-3, "full": 1e-3},
+                                  description="fine-tuning learning rate per method")
+    augmentations: int = Field(default=8, ge=1, description="queries A per challenge point: the original and A - 1 "
+                                                            "random views")
+    query_shift: int = Field(default=0, ge=0, le=2, description="views: random pixel shift of up to this many pixels")
+    query_noise: float = Field(default=0.05, ge=0, description="views: std of the Gaussian pixel noise (pixels in [0, 1])")
+    victims: int = Field(default=0, ge=0, description="headline: shadows that take a turn as victim; 0 = all")
+    meta_hidden: int = Field(default=64, ge=1, description="metaclassifier hidden width")
+    meta_epochs: int = Field(default=20, ge=1, description="metaclassifier training epochs")
+    balance: bool = Field(default=True, description="train each metaclassifier on equally many IN and OUT shadows "
+                                                    "(leave-one-out otherwise biases members low)")
+    sweep_victims: int = Field(default=8, ge=1, description="victims per sweep cell (the first ones)")
+    shadow_counts: list[int] = Field(default=[8, 16, 32], description="sweep: shadow models (subsets of the trained ones)")
+    methods: list[str] = Field(default=["head", "lora", "full"], description="sweep: fine-tuning methods")
+    epsilons: list[float] = Field(default=[1.0, 8.0], description="sweep: target ε of DP fine-tuning of tmi.method "
+                                                                   "(DP settings from finetune.dp); [] = off")
+    augmentation_counts: list[int] = Field(default=[1, 2, 4, 8], description="sweep: queries per point (subsets)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from ftaudit.finetune.methods import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"unknown fine-tuning method {value!r}; choose one of {', '.join(METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid(self) -> "TMIConfig":
+        from ftaudit.finetune.methods import METHODS
+
+        if self.shadows % 2:
+            raise ValueError(f"shadows must be even (a half keep-matrix), got {self.shadows}")
+        for name in self.methods + [self.method]:
+            if name not in METHODS:
+                raise ValueError(f"unknown fine-tuning method {name!r}; choose from {', '.join(METHODS)}")
+            if name not in self.lrs:
+                raise ValueError(f"no learning rate for method {name!r} in lrs; add it, e.g. lrs.{name}=0.003")
+        if any(v <= 0 for v in self.lrs.values()) or any(not 0 < e < float("inf") for e in self.epsilons):
+            raise ValueError("learning rates and epsilons must be positive and finite (the no-DP cell is the headline)")
+        if any(not 2 <= s <= self.shadows for s in self.shadow_counts):
+            raise ValueError(f"shadow_counts must lie in [2, shadows = {self.shadows}], got {self.shadow_counts}")
+        if any(not 1 <= a <= self.augmentations for a in self.augmentation_counts):
+            raise ValueError(f"augmentation_counts must lie in [1, augmentations = {self.augmentations}], "
+                             f"got {self.augmentation_counts}")
+        if self.victims > self.shadows:
+            raise ValueError(f"victims ({self.victims}) exceeds shadows ({self.shadows})")
+        return self
+
+
 class RunConfig(Section):
     scenario: str = Field(default="finetune-mia", description="the study to run (`ftaudit scenarios`)")
     seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
@@ -234,6 +302,7 @@ class RunConfig(Section):
     engine: EngineConfig = EngineConfig()
     sweep: SweepConfig = SweepConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
+    tmi: TMIConfig = TMIConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

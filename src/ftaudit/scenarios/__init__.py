@@ -10,6 +10,7 @@ from ftaudit.scenarios.base import Context, Scenario, StudyOutput
 _MODULES = [
     "finetune_mia",
     "methods",
+    "dp_finetune",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

@@ -31,9 +31,12 @@ def fresh_state(model_cfg: ModelConfig, n_classes: int, seed: int) -> tuple[nn.M
 
 def train_group(ctx: Context, name: str, model_cfg: ModelConfig, n_classes: int, method: Method,
                 optim: OptimConfig, data: Split, inits: list[State], rows: list[np.ndarray],
-                seeds: list[int], opts: MethodOptions | None = None, dp: DPSpec | None = None) -> tuple[nn.Module, TrainResult]:
+                seeds: list[int], opts: MethodOptions | None = None,
+                dp: DPSpec | list[DPSpec] | None = None) -> tuple[nn.Module, TrainResult]:
     """Fine-tune one model per (init, keep-row, seed) with ``method``. Inits are base checkpoints:
-    the method's extra parameters (LoRA, adapters) are added to them here, seeded by the run."""
+    the method's extra parameters (LoRA, adapters) are added to them here, seeded by the run.
+    ``dp`` is one DP-SGD spec for every model, or one per model (a privacy sweep in one group)."""
+    per_job = dp if isinstance(dp, list) else [None] * len(inits)
     opts = opts or MethodOptions()
     plain, _ = fresh_state(model_cfg, n_classes, 0)
     torch.manual_seed(derive_seed(0, "method-init", method.name))
@@ -43,7 +46,8 @@ def train_group(ctx: Context, name: str, model_cfg: ModelConfig, n_classes: int,
         name=name, template=template, arch=arch_spec(model_cfg, n_classes), method=method.name,
         method_options=method.spec(opts), trainable=method.trainable(template, opts), optim=optim,
         x=torch.from_numpy(data.x), y=torch.from_numpy(data.y), data_digest=data.digest(),
-        jobs=[Job(init=i, rows=r, seed=s) for i, r, s in zip(inits, rows, seeds)], dp=dp)
+        jobs=[Job(init=i, rows=r, seed=s, dp=d) for i, r, s, d in zip(inits, rows, seeds, per_job)],
+        dp=None if isinstance(dp, list) else dp)
     result = ctx.engine.train(group)
     ctx.models_trained += result.trained
     ctx.models_loaded += result.loaded
