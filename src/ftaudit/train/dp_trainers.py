@@ -20,7 +20,7 @@ from ftaudit.config import OptimConfig
 from ftaudit.dp.per_sample import DPParams, dp_gradient
 from ftaudit.train.optim import make_optimizer
 from ftaudit.train.schedule import Schedule
-from ftaudit.train.trainers import Progress, State, StepHook, TrainingViews
+from ftaudit.train.trainers import Progress, StackedModels, State, StepHook, TrainingViews, schedule_tensors
 
 
 def _check(inits: list[State], schedule: Schedule, dp: DPParams) -> None:
@@ -36,40 +36,29 @@ def train_dp_vectorized(template: nn.Module, inits: list[State], trainable: list
     """DP-SGD for len(inits) models together; model m trains on schedule column m with noise from
     ``dp.noise_seeds[m]``. Frozen parameters never receive a gradient."""
     _check(inits, schedule, dp)
-    n_models = len(inits)
-    names = list(inits[0])
-    trainable_set = set(trainable)
-    frozen_names = [n for n in names if n not in trainable_set]
-    frozen_stacked = not all(torch.equal(inits[0][n], s[n]) for s in inits[1:] for n in frozen_names)
-    stacked = {n: torch.stack([s[n] for s in inits]).detach().clone() for n in trainable}
-    frozen = {n: (torch.stack([s[n] for s in inits]) if frozen_stacked else inits[0][n]) for n in frozen_names}
-    params = {n: stacked[n].requires_grad_(True) for n in trainable}
+    models = StackedModels(inits, trainable)
+    params, frozen = models.params, models.frozen
     module = copy.deepcopy(template)
     opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
     generators = dp.generators()
-    index = torch.from_numpy(schedule.index)
-    mask = torch.from_numpy(schedule.mask)
-    view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
+    index, mask, view = schedule_tensors(schedule)
     widths = mask.sum(-1).amax(-1).long().clamp(min=1)  # [steps]: the step's widest real batch
-
-    def current_states() -> list[State]:
-        return [{n: (stacked[n][m].detach().clone() if n in trainable_set else inits[m][n].clone()) for n in names}
-                for m in range(n_models)]
+    n_models = len(inits)
 
     for step in range(schedule.steps):
         w = int(widths[step])
         inputs, targets = views.batch(view[step, :, :w], index[step, :, :w])  # [M, w, ...]
         grads = dp_gradient(module, views.loss, params, frozen, inputs, targets, mask[step, :, :w], dp,
-                            generators, frozen_stacked)
+                            generators, models.frozen_stacked)
         for n, p in params.items():
             p.grad = grads[n]
         opt.step()
         if progress:
             progress(n_models)
         if on_step:
-            on_step(step + 1, current_states)
-    return current_states()
+            on_step(step + 1, models.states)
+    return models.states()
 
 
 def train_dp_opacus_one(template: nn.Module, init: State, trainable: list[str], optim: OptimConfig,

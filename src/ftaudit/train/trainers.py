@@ -42,6 +42,32 @@ class TrainingViews:
         return self.objective.loss(logits, targets)
 
 
+class StackedModels:
+    """M models' states as the vectorized trainers hold them: trainable tensors stacked to [M, ...]
+    (leaf tensors the optimiser updates), frozen ones shared when every model has the same (the
+    common case: one base), else stacked."""
+
+    def __init__(self, inits: list[State], trainable: list[str]):
+        self.inits, self.names = inits, list(inits[0])
+        self.trainable = set(trainable)
+        frozen_names = [n for n in self.names if n not in self.trainable]
+        self.frozen_stacked = not all(torch.equal(inits[0][n], s[n]) for s in inits[1:] for n in frozen_names)
+        self.params = {n: torch.stack([s[n] for s in inits]).detach().clone().requires_grad_(True) for n in trainable}
+        self.frozen = {n: (torch.stack([s[n] for s in inits]) if self.frozen_stacked else inits[0][n]) for n in frozen_names}
+
+    def states(self) -> list[State]:
+        """Every model's current state (copies), in the order of its initial state's names."""
+        return [{n: (self.params[n][m].detach().clone() if n in self.trainable else self.inits[m][n].clone())
+                 for n in self.names} for m in range(len(self.inits))]
+
+
+def schedule_tensors(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(index, mask, view) of a schedule as tensors; view is all 0 without augmentation."""
+    index = torch.from_numpy(schedule.index)
+    view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
+    return index, torch.from_numpy(schedule.mask), view
+
+
 def n_training_views(optim: OptimConfig, objective: str = "classification") -> int:
     return get_objective(objective).n_views(optim.augment)
 
@@ -52,36 +78,20 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
                      on_step: StepHook | None = None) -> list[State]:
     """Train len(inits) models together: trainable parameters stacked along dim 0, one vmapped
     forward/backward per step, one optimiser over the stacked tensors (elementwise ⇒ independent)."""
-    n_models = len(inits)
-    names = list(inits[0])
-    trainable_set = set(trainable)
-    frozen_names = [n for n in names if n not in trainable_set]
-    # Frozen tensors are shared when every model has the same ones (the common case); else stacked.
-    shared_frozen = all(torch.equal(inits[0][n], s[n]) for s in inits[1:] for n in frozen_names)
-    stacked = {n: torch.stack([s[n] for s in inits]).detach().clone() for n in names}
-    params = {n: stacked[n].requires_grad_(True) for n in trainable}
-    frozen = {n: (inits[0][n] if shared_frozen else stacked[n]) for n in frozen_names}
+    models = StackedModels(inits, trainable)
+    params, frozen = models.params, models.frozen
     module = copy.deepcopy(template)
 
     def one_model_logits(p: State, f: State, xb: torch.Tensor) -> torch.Tensor:
         return functional_call(module, {**p, **f}, (xb,))
 
     # Only the forward pass is vmapped; the masked cross-entropy is plain batched tensor algebra.
-    batched_logits = vmap(one_model_logits, in_dims=(0, None if shared_frozen else 0, 0))
+    batched_logits = vmap(one_model_logits, in_dims=(0, 0 if models.frozen_stacked else None, 0))
     opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
-    index = torch.from_numpy(schedule.index)
-    mask = torch.from_numpy(schedule.mask)
+    index, mask, view = schedule_tensors(schedule)
     counts = mask.sum(-1).clamp(min=1)  # [steps, M] real rows per model and step
-    view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
-
-    def current_states() -> list[State]:
-        out = []
-        for m in range(n_models):
-            state = {n: stacked[n][m].detach().clone() for n in trainable}
-            state.update({n: inits[m][n].clone() for n in frozen_names})
-            out.append({n: state[n] for n in names})
-        return out
+    n_models = len(inits)
 
     for step in range(schedule.steps):
         inputs, targets = views.batch(view[step], index[step])  # [M, width, ...]
@@ -93,8 +103,8 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
         if progress:
             progress(n_models)
         if on_step:
-            on_step(step + 1, current_states)
-    return current_states()
+            on_step(step + 1, models.states)
+    return models.states()
 
 
 def train_one(template: nn.Module, init: State, trainable: list[str], optim: OptimConfig,
