@@ -6,6 +6,7 @@ against Google's dp_accounting (:func:`~ftaudit.dp.accounting.check_epsilon` rai
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -31,7 +32,11 @@ class DPSpec:
         return asdict(self)
 
     def resolve(self) -> dict:
-        """σ for the target ε, and the ε both accountants give for it (recorded with the models)."""
+        """σ for the target ε, and the ε both accountants give for it (recorded with the models).
+        Deterministic and a few hundred ms each, so memoised per spec (a sweep repeats them)."""
+        return dict(_resolve(self))
+
+    def _compute(self) -> dict:
         steps = self.steps
         sigma = calibrate_noise(self.epsilon, self.delta, self.sample_rate, steps, self.accountant)
         if sigma == 0.0:
@@ -40,6 +45,11 @@ class DPSpec:
         eps = check_epsilon(sigma, self.sample_rate, steps, self.delta, self.accountant)
         ref = reference_epsilon(sigma, self.sample_rate, steps, self.delta, self.accountant)
         return {"noise_multiplier": sigma, "steps": steps, "epsilon": eps, "epsilon_reference": ref, **self.key()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve(spec: DPSpec) -> tuple:
+    return tuple(spec._compute().items())
 
 
 def dp_spec(dp_cfg, n_rows: int, batch_size: int, epochs: int, field: str = "finetune.dp") -> DPSpec | None:
