@@ -29,11 +29,11 @@ def test_dp_training_learns_with_every_method(name):
     model = method.build(base, MethodOptions(lora_rank=4, adapter_size=8))
     trainable = method.trainable(model, MethodOptions(lora_rank=4, adapter_size=8))
     init = init_state(model, {k: v.clone() for k, v in base.state_dict().items()})
-    x, y = _blobs(400, 0)
+    x, y = _blobs(200, 0)
     x_test, y_test = _blobs(400, 1)
-    q, steps = 0.1, 150
+    q, steps = 0.1, 80
     sigma = calibrate_noise(4.0, 1e-5, q, steps)
-    rows = [np.arange(400)]
+    rows = [np.arange(200)]
     dp = DPParams.for_rows(sigma, 1.0, q, rows, [5])
     state = train_dp_vectorized(model, [init], trainable, OptimConfig(optimizer="adam", lr=0.02), x, y,
                                 poisson_schedule(rows, q, steps, [1]), dp)[0]
