@@ -195,18 +195,19 @@ class ForgettingConfig(Section):
     models: int = Field(default=16, ge=4, description="models per run (even): each takes a turn as target, the others are its references")
     train_size: int = Field(default=1000, ge=1, description="digits every model trains on throughout (never injected)")
     population_size: int = Field(default=200, ge=2, description="held-out digits: test accuracy and RMIA population")
-    per_repetition: int = Field(default=100, ge=2, description="injected digits per repetition count (each IN for half the models)")
+    per_repetition: int = Field(default=50, ge=2, description="injected digits per repetition count (each IN for half the models)")
     mislabel: bool = Field(default=True, description="injected digits carry a random wrong label: outliers the models must "
                                                      "memorize (false: their true labels)")
     repetitions: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="inject: times an injected example is seen")
     inject_step: int = Field(default=400, ge=0, description="inject: step (0-based) ending the last injection pass")
     repeat_gap: int = Field(default=40, ge=1, description="inject: steps between the starts of consecutive passes")
     inject_per_step: int = Field(default=16, ge=1, description="inject: injected examples placed in each step of a pass")
-    poison_epochs: int = Field(default=4, ge=1, description="poison: passes over the sensitive set before the other data")
-    steps_after: int = Field(default=1500, ge=1, description="training steps after the injected examples were last seen")
-    checkpoint_every: int = Field(default=100, ge=1, description="steps between the checkpoints whose signals are measured")
+    poison_epochs: int = Field(default=30, ge=1, description="poison: passes over the sensitive set before the other data")
+    checkpoints: list[int] = Field(
+        default=[0, 10, 25, 50, 100, 200, 400, 800, 1600], min_length=2,
+        description="steps since the injected set was last seen at which signals are measured; training ends at the last")
     optimizer: Literal["sgd", "adam"] = Field(default="adam", description="adam or sgd (torch.optim)")
-    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    lr: float = Field(default=1e-2, gt=0, description="learning rate (high enough that a few passes leave a trace)")
     batch_size: int = Field(default=32, ge=1, description="mini-batch of the training data (injected rows come on top)")
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
     attack: str = Field(default="lira-online", description="the attack whose AUC / TPR the decay curves show")
@@ -219,32 +220,30 @@ class ForgettingConfig(Section):
             raise ValueError(f"repetitions must be distinct positive counts, got {self.repetitions}")
         if len(set(self.schedules)) != len(self.schedules):
             raise ValueError(f"schedules must not repeat, got {self.schedules}")
+        if self.checkpoints != sorted(set(self.checkpoints)) or self.checkpoints[0] < 0 or self.checkpoints[-1] < 1:
+            raise ValueError(f"checkpoints must be increasing step counts >= 0 ending >= 1, got {self.checkpoints}")
         return self
 
+    @property
+    def steps_after(self) -> int:
+        """Training steps after the injected set was last seen."""
+        return self.checkpoints[-1]
 
-class TMIConfig(Section):
-    """Scenario ``tmi`` (Abascal et al., PETS 2024): membership in the PRETRAINING set, inferred from
-    queries to the fine-tuned model with one metaclassifier per challenge point."""
+
+class TMICommon(Section):
+    """What the two TMI scenarios share (Abascal et al., PETS 2024): membership in the PRETRAINING set,
+    inferred from queries to the fine-tuned model with one metaclassifier per challenge point."""
 
     shadows: int = Field(default=32, ge=4, description="shadow models (even): each pretrained on a random half of the "
                                                         "pool, then fine-tuned; every one takes a turn as victim")
-    pool: int = Field(default=400, ge=8, description="pretraining pool = challenge points (digits of data.pretrain_classes)")
-    mislabel: float = Field(default=0.25, ge=0, lt=1, description="share of the pool given a random wrong label: "
-                                                                  "outliers a model can only fit by memorizing them")
-    finetune_size: int = Field(default=400, ge=10, description="downstream training digits (data.finetune_classes), "
-                                                               "the same for every shadow")
-    arch: Literal["mlp", "cnn"] = Field(default="mlp", description="network (widths from model.hidden / model.channels)")
     pretrain_epochs: int = Field(default=60, ge=1, description="passes over each shadow's half of the pool")
-    pretrain_augment: int = Field(default=0, ge=0, le=2, description="pretraining pixel-shift augmentation (0 = none)")
-    method: str = Field(default="head", description="fine-tuning method of the headline (head = linear probe, new head)")
-    finetune_epochs: int = Field(default=20, ge=1, description="fine-tuning passes over the downstream digits")
+    method: str = Field(default="head", description="fine-tuning method of the headline")
+    finetune_epochs: int = Field(default=20, ge=1, description="fine-tuning passes over the downstream data")
     lrs: dict[str, float] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
                                            "adapters": 3e-3, "full": 1e-3},
                                   description="fine-tuning learning rate per method")
     augmentations: int = Field(default=8, ge=1, description="queries A per challenge point: the original and A - 1 "
                                                             "random views")
-    query_shift: int = Field(default=0, ge=0, le=2, description="views: random pixel shift of up to this many pixels")
-    query_noise: float = Field(default=0.05, ge=0, description="views: std of the Gaussian pixel noise (pixels in [0, 1])")
     victims: int = Field(default=0, ge=0, description="headline: shadows that take a turn as victim; 0 = all")
     meta_hidden: int = Field(default=64, ge=1, description="metaclassifier hidden width")
     meta_epochs: int = Field(default=20, ge=1, description="metaclassifier training epochs")
@@ -253,8 +252,8 @@ class TMIConfig(Section):
     sweep_victims: int = Field(default=8, ge=1, description="victims per sweep cell (the first ones)")
     shadow_counts: list[int] = Field(default=[8, 16, 32], description="sweep: shadow models (subsets of the trained ones)")
     methods: list[str] = Field(default=["head", "lora", "full"], description="sweep: fine-tuning methods")
-    epsilons: list[float] = Field(default=[1.0, 8.0], description="sweep: target ε of DP fine-tuning of tmi.method "
-                                                                   "(DP settings from finetune.dp); [] = off")
+    epsilons: list[float] = Field(default=[1.0, 8.0], description="sweep: target ε of DP fine-tuning with `method` "
+                                                                   "(δ, clip, accountant from finetune.dp); [] = off")
     augmentation_counts: list[int] = Field(default=[1, 2, 4, 8], description="sweep: queries per point (subsets)")
 
     @field_validator("method")
@@ -267,7 +266,7 @@ class TMIConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _valid(self) -> "TMIConfig":
+    def _valid(self) -> "TMICommon":
         from ftaudit.finetune.methods import METHODS
 
         if self.shadows % 2:
@@ -289,6 +288,113 @@ class TMIConfig(Section):
         return self
 
 
+class TMIConfig(TMICommon):
+    """Scenario ``tmi`` on digits: pretrain on data.pretrain_classes, fine-tune a new head on data.finetune_classes."""
+
+    pool: int = Field(default=400, ge=8, description="pretraining pool = challenge points (digits of data.pretrain_classes)")
+    mislabel: float = Field(default=0.25, ge=0, lt=1, description="share of the pool given a random wrong label: "
+                                                                  "outliers a model can only fit by memorizing them")
+    finetune_size: int = Field(default=400, ge=10, description="downstream training digits (data.finetune_classes), "
+                                                               "the same for every shadow")
+    arch: Literal["mlp", "cnn"] = Field(default="mlp", description="network (widths from model.hidden / model.channels)")
+    pretrain_augment: int = Field(default=0, ge=0, le=2, description="pretraining pixel-shift augmentation (0 = none)")
+    query_shift: int = Field(default=0, ge=0, le=2, description="views: random pixel shift of up to this many pixels")
+    query_noise: float = Field(default=0.05, ge=0, description="views: std of the Gaussian pixel noise (pixels in [0, 1])")
+
+
+class TMITextConfig(TMICommon):
+    """Scenario ``tmi-text``: a tiny GPT-2 pretrained on blocks of one corpus, fine-tuned on another."""
+
+    shadows: int = Field(default=16, ge=4, description="shadow LMs (even): each pretrained on a random half of the "
+                                                        "block pool, then fine-tuned; every one takes a turn as victim")
+    shadow_counts: list[int] = Field(default=[4, 8, 16], description="sweep: shadow models (subsets of the trained ones)")
+    pretrain_epochs: int = Field(default=12, ge=1, description="passes over each shadow's half of the block pool")
+    method: str = Field(default="full", description="fine-tuning method of the headline (head = the LM head only)")
+    finetune_epochs: int = Field(default=3, ge=1, description="fine-tuning passes over the downstream blocks")
+    lrs: dict[str, float] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
+                                           "adapters": 3e-3, "full": 3e-3},
+                                  description="fine-tuning learning rate per method")
+    methods: list[str] = Field(default=["head", "full"], description="sweep: fine-tuning methods")
+    meta_epochs: int = Field(default=60, ge=1, description="metaclassifier training epochs (a few shadows' rows need "
+                                                           "more than the study's 20)")
+    epsilons: list[float] = Field(default=[8.0], description="sweep: target ε of DP fine-tuning with `method` "
+                                                              "(δ, clip, accountant from finetune.dp); [] = off")
+    pretrain_corpus: str = Field(default="wikitext2", description="corpus whose blocks are the pool (challenge points)")
+    finetune_corpus: str = Field(default="shakespeare", description="downstream corpus (the same blocks for every shadow)")
+    block_len: int = Field(default=32, ge=4, description="tokens per block (the membership unit)")
+    pool: int = Field(default=128, ge=8, description="pretraining blocks = challenge points")
+    finetune_blocks: int = Field(default=128, ge=8, description="downstream blocks")
+    vocab_size: int = Field(default=512, ge=261, description="byte-level BPE trained on both corpora")
+    n_layer: int = Field(default=2, ge=1, description="GPT-2 layers")
+    n_embd: int = Field(default=64, ge=8, description="GPT-2 width")
+    n_head: int = Field(default=2, ge=1, description="GPT-2 attention heads (divides n_embd)")
+    pretrain_lr: float = Field(default=1e-2, gt=0, description="pretraining learning rate (Adam)")
+    batch_size: int = Field(default=8, ge=1, description="pretraining and fine-tuning mini-batch (blocks)")
+    perturb: float = Field(default=0.1, ge=0, lt=1, description="views: share of a block's tokens replaced by random "
+                                                                "tokens of the pool")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "TMITextConfig":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        return self
+
+
+class LMConfig(Section):
+    """The language-model scenarios (lm-mia, mlm-ratio, lm-methods): text, tokenizer, model and recipe.
+    They read the fine-tuning method, its options, the optimizer and finetune.references from
+    ``finetune``, but epochs, learning rates and batch size from here (text needs other values than
+    digits); setting finetune.epochs/lr/batch_size or pretrain.* for them is an error naming these keys."""
+
+    model: str = Field(default="tiny", description="tiny: the scenario's own tiny model (GPT-2 for lm-mia/lm-methods, BERT "
+                                                   "for mlm-ratio), pretrained here on pretrain_corpus; tiny-gpt2 / tiny-bert "
+                                                   "name one; anything else is a local save_pretrained directory or a hub id "
+                                                   "(used as the pretrained base with its own tokenizer, no pretraining)")
+    pretrain_corpus: str = Field(default="wikitext2", description="public text the tiny base is pretrained on (bundled "
+                                                                  "name, .txt/.jsonl/.csv file, or HF dataset)")
+    finetune_corpus: str = Field(default="wikitext2-test", description="private text: the audit blocks, the held-out "
+                                                                       "population and the disjoint reference's blocks "
+                                                                       "(shakespeare: a domain shift from the base)")
+    vocab_size: int = Field(default=1024, ge=261, description="byte-level BPE trained on both corpora (tiny models)")
+    block_len: int = Field(default=64, ge=4, description="tokens per block, the membership unit")
+    n_blocks: int = Field(default=256, ge=4, description="audit pool: blocks under the keep-matrix (each model trains on half)")
+    population: int = Field(default=128, ge=2, description="held-out blocks of finetune_corpus: validation perplexity and "
+                                                           "the RMIA population")
+    pretrain_blocks: int = Field(default=1024, ge=0, description="blocks of pretrain_corpus the tiny base trains on (0 = all)")
+    n_layer: int = Field(default=2, ge=1, description="tiny model: transformer layers")
+    n_embd: int = Field(default=64, ge=8, description="tiny model: width")
+    n_head: int = Field(default=2, ge=1, description="tiny model: attention heads (divides n_embd)")
+    pretrain_epochs: int = Field(default=4, ge=1, description="tiny base: passes over the pretraining blocks")
+    pretrain_lr: float = Field(default=3e-3, gt=0, description="tiny base: learning rate")
+    finetune_epochs: int = Field(default=3, ge=1, description="fine-tuning passes over each model's half of the audit pool")
+    finetune_lr: float = Field(default=1e-3, gt=0, description="fine-tuning learning rate (lm-methods: its headline cell)")
+    batch_size: int = Field(default=16, ge=1, description="blocks per step, pretraining and fine-tuning")
+    reference: str = Field(default="disjoint", description="reference model of the ratio attacks besides the base (always "
+                                                           "used): disjoint = one fine-tuned from the base on other "
+                                                           "blocks of finetune_corpus; base = the base only; or a local "
+                                                           "directory / hub id of a model with the same tokenizer")
+    maskings: int = Field(default=8, ge=1, description="masked LMs: random 15 % maskings averaged in the MLM-loss signal")
+    methods: list[str] = Field(default=["full", "head", "adapters", "lora"], min_length=1,
+                               description="lm-methods: fine-tuning methods compared")
+    lrs: list[float] = Field(default=[1e-3, 3e-3, 1e-2], min_length=1, description="lm-methods: learning rates per method")
+    method_references: int = Field(default=7, ge=2, description="lm-methods: reference models per target in every cell")
+    method_attack: str = Field(default="lm-ratio", description="lm-methods: the attack whose recall at 10 % / 1 % FPR "
+                                                               "measures each cell's leakage")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "LMConfig":
+        from ftaudit.finetune.methods import METHODS
+
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        for name in self.methods:
+            if name not in METHODS:
+                raise ValueError(f"unknown fine-tuning method {name!r}; choose from {', '.join(METHODS)}")
+        if any(v <= 0 for v in self.lrs):
+            raise ValueError("learning rates must be positive")
+        return self
+
+
 class RunConfig(Section):
     scenario: str = Field(default="finetune-mia", description="the study to run (`ftaudit scenarios`)")
     seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
@@ -303,6 +409,8 @@ class RunConfig(Section):
     sweep: SweepConfig = SweepConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
     tmi: TMIConfig = TMIConfig()
+    tmi_text: TMITextConfig = TMITextConfig()
+    lm: LMConfig = LMConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -11,6 +11,9 @@ _MODULES = [
     "finetune_mia",
     "methods",
     "dp_finetune",
+    "forgetting",
+    "tmi",
+    "tmi_text",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

@@ -1,0 +1,64 @@
+"""Scenario ``tmi-text`` end to end on tiny GPT-2s: the CLI writes a report with every sweep, and
+LMs that memorize their pretraining blocks are found by TMI through the fine-tuned model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftaudit.cli import main
+from ftaudit.store.db import RunDB
+
+TINY = ["tmi_text.shadows=8", "tmi_text.pool=32", "tmi_text.finetune_blocks=16", "tmi_text.block_len=16",
+        "tmi_text.vocab_size=300", "tmi_text.n_layer=1", "tmi_text.n_embd=32", "tmi_text.pretrain_epochs=15",
+        "tmi_text.finetune_epochs=1", "tmi_text.augmentations=2", "tmi_text.augmentation_counts=[1]",
+        "tmi_text.shadow_counts=[4]", "tmi_text.methods=[head]", "tmi_text.epsilons=[8]", "tmi_text.sweep_victims=2",
+        "tmi_text.meta_epochs=30", "metrics.bootstrap=100"]
+SECTIONS = ["Most exposed pretraining blocks (TMI)", "Sweep: number of shadow models", "Sweep: fine-tuning method",
+            "Sweep: DP fine-tuning", "Sweep: number of augmented queries"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cli_run_writes_the_report_and_members_score_higher(tmp_path, capsys):
+    store = tmp_path / "store"
+    sets = [a for o in TINY + [f"out={store}"] for a in ("--set", o)]
+    try:
+        main(["run", "tmi-text", "-q", *sets])
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+    capsys.readouterr()
+    (row,) = RunDB(store / "ftaudit.sqlite").runs()
+    run_dir = Path(row.path)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [s["title"] for s in results["sections"]] == SECTIONS
+    html = (run_dir / "report.html").read_text()
+    assert all(title in html for title in SECTIONS)
+    exposed = results["sections"][0]["table"]
+    assert len(exposed) == 10 and all(len(r["text"]) > 10 for r in exposed)  # the blocks' text is shown
+    dp = results["sections"][3]["table"]
+    assert float(dp[1]["noise σ"]) > 0
+    util = {u["name"]: u for u in results["utility"]}
+    members = util["pretrained: loss on its own pool blocks (members)"]
+    others = util["pretrained: loss on the other pool blocks (non-members)"]
+    assert members["hi"] < others["lo"]  # the shadows memorized their halves ...
+    auc = {a["name"]: a["auc"] for a in results["attacks"]}
+    assert auc["tmi"]["lo"] > 0.5, auc  # ... and TMI finds it through the fine-tuned model
+    scores, labels = (np.load(run_dir / "arrays" / f"{n}.npy") for n in ("scores-tmi", "labels"))
+    assert scores[labels].mean() > scores[~labels].mean()
+
+
+def test_generic_finetune_keys_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "tmi-text", "--set", "finetune.epochs=3", "--set", f"out={tmp_path}"])
+    assert info.value.code == 2 and "tmi_text.finetune_epochs" in capsys.readouterr().err
