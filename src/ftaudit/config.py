@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from ftaudit.errors import UserError
 
 
+def known_method(value: str) -> str:
+    """A fine-tuning method's name, checked against the registry (validators of every section that names one)."""
+    from ftaudit.finetune.methods import METHODS
+
+    if value not in METHODS:
+        raise ValueError(f"unknown fine-tuning method {value!r}; choose one of {', '.join(METHODS)}")
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -104,11 +113,7 @@ class FinetuneConfig(OptimConfig):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from ftaudit.finetune.methods import METHODS
-
-        if value not in METHODS:
-            raise ValueError(f"unknown fine-tuning method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
+        return known_method(value)
 
     @property
     def n_models(self) -> int:
@@ -259,11 +264,7 @@ class TMICommon(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from ftaudit.finetune.methods import METHODS
-
-        if value not in METHODS:
-            raise ValueError(f"unknown fine-tuning method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
+        return known_method(value)
 
     @model_validator(mode="after")
     def _valid(self) -> "TMICommon":
