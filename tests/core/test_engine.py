@@ -122,3 +122,13 @@ def test_engine_trains_dp_groups_with_calibrated_noise_and_records_the_accountin
     with pytest.raises(ValueError, match="mixes DP"):
         TrainGroup(name="mixed", template=model, arch={"a": 1}, method="full", trainable=trainable, optim=optim,
                    x=x, y=y, data_digest="d", jobs=[Job(init=init, rows=rows, seed=1, dp=specs[0]), Job(init=init, rows=rows, seed=2)])
+
+
+def test_dp_record_holds_the_accounted_epsilon_not_the_target():
+    from ftaudit.dp.accounting import accounted_epsilon
+    from ftaudit.dp.spec import DPSpec
+
+    record = DPSpec(epsilon=2.0, delta=1e-5, clip=1.0, accountant="rdp", sample_rate=0.1, epochs=3).resolve()
+    assert record["target_epsilon"] == 2.0
+    assert record["epsilon"] == accounted_epsilon(record["noise_multiplier"], 0.1, record["steps"], 1e-5)
+    assert record["epsilon"] != 2.0 and 0.99 * 2.0 < record["epsilon"] <= 2.0

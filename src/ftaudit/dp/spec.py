@@ -40,11 +40,13 @@ class DPSpec:
         steps = self.steps
         sigma = calibrate_noise(self.epsilon, self.delta, self.sample_rate, steps, self.accountant)
         if sigma == 0.0:
-            return {"noise_multiplier": 0.0, "steps": steps, "epsilon": math.inf, "epsilon_reference": math.inf,
-                    **self.key()}
+            return {**self.key(), "target_epsilon": self.epsilon, "noise_multiplier": 0.0, "steps": steps,
+                    "epsilon": math.inf, "epsilon_reference": math.inf}
         eps = check_epsilon(sigma, self.sample_rate, steps, self.delta, self.accountant)
         ref = reference_epsilon(sigma, self.sample_rate, steps, self.delta, self.accountant)
-        return {"noise_multiplier": sigma, "steps": steps, "epsilon": eps, "epsilon_reference": ref, **self.key()}
+        # The spec's own fields first, so the accounted ε (not the target) is what "epsilon" holds.
+        return {**self.key(), "target_epsilon": self.epsilon, "noise_multiplier": sigma, "steps": steps,
+                "epsilon": eps, "epsilon_reference": ref}
 
 
 @functools.lru_cache(maxsize=1024)
