@@ -357,17 +357,20 @@ class LMConfig(Section):
                                                                        "population and the disjoint reference's blocks "
                                                                        "(shakespeare: a domain shift from the base)")
     vocab_size: int = Field(default=1024, ge=261, description="byte-level BPE trained on both corpora (tiny models)")
-    block_len: int = Field(default=64, ge=4, description="tokens per block, the membership unit")
+    block_len: int = Field(default=32, ge=4, description="tokens per block, the membership unit")
     n_blocks: int = Field(default=256, ge=4, description="audit pool: blocks under the keep-matrix (each model trains on half)")
     population: int = Field(default=128, ge=2, description="held-out blocks of finetune_corpus: validation perplexity and "
                                                            "the RMIA population")
-    pretrain_blocks: int = Field(default=1024, ge=0, description="blocks of pretrain_corpus the tiny base trains on (0 = all)")
+    pretrain_blocks: int = Field(default=0, ge=0, description="blocks of pretrain_corpus the tiny base trains on (0 = all)")
     n_layer: int = Field(default=2, ge=1, description="tiny model: transformer layers")
     n_embd: int = Field(default=64, ge=8, description="tiny model: width")
     n_head: int = Field(default=2, ge=1, description="tiny model: attention heads (divides n_embd)")
-    pretrain_epochs: int = Field(default=4, ge=1, description="tiny base: passes over the pretraining blocks")
+    pretrain_epochs: int = Field(default=3, ge=1, description="tiny base: passes over the pretraining blocks")
     pretrain_lr: float = Field(default=3e-3, gt=0, description="tiny base: learning rate")
-    finetune_epochs: int = Field(default=3, ge=1, description="fine-tuning passes over each model's half of the audit pool")
+    finetune_epochs: int = Field(default=1, ge=1, description="causal LMs: fine-tuning passes over each model's half of the "
+                                                               "audit pool")
+    mlm_epochs: int = Field(default=4, ge=1, description="masked LMs: fine-tuning passes (only 15 % of the tokens carry a "
+                                                          "loss, so they need more passes than causal LMs)")
     finetune_lr: float = Field(default=1e-3, gt=0, description="fine-tuning learning rate (lm-methods: its headline cell)")
     batch_size: int = Field(default=16, ge=1, description="blocks per step, pretraining and fine-tuning")
     reference: str = Field(default="disjoint", description="reference model of the ratio attacks besides the base (always "

@@ -58,7 +58,13 @@ def test_cli_run_writes_the_report_and_members_score_higher(tmp_path, capsys):
     assert scores[labels].mean() > scores[~labels].mean()
 
 
-def test_generic_finetune_keys_are_refused(tmp_path, capsys):
+@pytest.mark.parametrize("override, field, fix", [
+    ("finetune.epochs=3", "finetune.epochs", "tmi_text.finetune_epochs"),
+    ("tmi_text.pool=100000", "tmi_text.pool", "tmi_text.block_len"),
+    ("tmi_text.finetune_corpus=/no/such/file.txt", "tmi_text.finetune_corpus", "existing"),
+])
+def test_bad_text_settings_are_one_line_errors(tmp_path, capsys, override, field, fix):
     with pytest.raises(SystemExit) as info:
-        main(["run", "tmi-text", "--set", "finetune.epochs=3", "--set", f"out={tmp_path}"])
-    assert info.value.code == 2 and "tmi_text.finetune_epochs" in capsys.readouterr().err
+        main(["run", "tmi-text", "--set", override, "--set", f"out={tmp_path}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"error: {field}:" in err and fix in err and "Traceback" not in err, err

@@ -14,6 +14,9 @@ _MODULES = [
     "forgetting",
     "tmi",
     "tmi_text",
+    "lm_mia",
+    "mlm_ratio",
+    "lm_methods",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

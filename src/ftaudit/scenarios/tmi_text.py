@@ -75,15 +75,16 @@ class World:
     seeds: dict
 
 
-def split_blocks(corpus_name: str, field: str, tok, block_len: int, n: int, seed: int) -> tuple[TextBlocks, TextBlocks]:
+def split_blocks(corpus_name: str, field: str, count_field: str, tok, block_len: int, n: int,
+                 seed: int) -> tuple[TextBlocks, TextBlocks]:
     """``n`` random blocks and HELD_OUT further ones, disjoint."""
     try:
         blocks = make_blocks(load_corpus(corpus_name, field=field), tok, block_len, n + HELD_OUT, seed)
     except UserError as exc:
         if exc.field != "data.n_blocks":
             raise
-        raise UserError(field.replace("corpus", "pool" if "pretrain" in field else "blocks"), exc.problem,
-                        "ask for fewer or shorter blocks") from None
+        raise UserError(count_field, f"{exc.problem} ({n} + {HELD_OUT} held out)",
+                        f"ask for fewer blocks, shorter ones (tmi_text.block_len) or another {field}") from None
     return blocks.select(np.arange(n)), blocks.select(np.arange(n, n + HELD_OUT))
 
 
@@ -109,10 +110,10 @@ def build_world(cfg: RunConfig, ctx: Context) -> World:
     pre_docs = load_corpus(t.pretrain_corpus, field="tmi_text.pretrain_corpus").documents
     ft_docs = load_corpus(t.finetune_corpus, field="tmi_text.finetune_corpus").documents
     tok = train_tokenizer(list(pre_docs) + list(ft_docs), t.vocab_size, cache_dir=ctx.store.root / "cache" / "tokenizers")
-    pool, pool_test = split_blocks(t.pretrain_corpus, "tmi_text.pretrain_corpus", tok, t.block_len, t.pool,
-                                   derive_seed(cfg.seed, "tmi-text-pool"))
-    down, down_test = split_blocks(t.finetune_corpus, "tmi_text.finetune_corpus", tok, t.block_len, t.finetune_blocks,
-                                   derive_seed(cfg.seed, "tmi-text-downstream"))
+    pool, pool_test = split_blocks(t.pretrain_corpus, "tmi_text.pretrain_corpus", "tmi_text.pool", tok, t.block_len,
+                                   t.pool, derive_seed(cfg.seed, "tmi-text-pool"))
+    down, down_test = split_blocks(t.finetune_corpus, "tmi_text.finetune_corpus", "tmi_text.finetune_blocks", tok,
+                                   t.block_len, t.finetune_blocks, derive_seed(cfg.seed, "tmi-text-downstream"))
     seeds = {
         "run": cfg.seed, "keep": derive_seed(cfg.seed, "tmi-text-keep"), "views": derive_seed(cfg.seed, "tmi-text-views"),
         "pretrain": [derive_seed(cfg.seed, "tmi-text-pretrain", m) for m in range(t.shadows)],

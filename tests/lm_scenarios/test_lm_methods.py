@@ -1,0 +1,58 @@
+"""Scenario ``lm-methods`` end to end: every method of the grid is fine-tuned, measured and drawn
+against perplexity with its Pareto frontier."""
+from __future__ import annotations
+
+import pytest
+from lm_worlds import TINY, cli_run
+
+METHODS = ["full", "head", "adapters", "lora"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    overrides = TINY + [f"lm.methods=[{', '.join(METHODS)}]", "lm.lrs=[0.001, 0.01]", "lm.method_references=3",
+                        "lm.finetune_epochs=4", "lm.finetune_lr=0.01", "finetune.method=head", "lm.reference=base"]
+    return cli_run("lm-methods", overrides, tmp_path_factory.mktemp("methods") / "store")
+
+
+def test_every_cell_is_measured(grid):
+    results, run_dir = grid
+    assert results["cache"]["models_trained"] == 1 + 4 * 2 * 4  # the base, then 4 models per cell
+    section = results["sections"][0]
+    rows = section["table"]
+    assert [(r["method"], r["lr"]) for r in rows] == [(m, lr) for m in METHODS for lr in (0.001, 0.01)]
+    for r in rows:
+        assert r["recall lo"] <= r["recall@10%FPR"] <= r["recall hi"]
+        assert r["TPR lo"] <= r["TPR@1%FPR"] <= r["TPR hi"]
+        assert r["ppl lo"] <= r["validation perplexity"] <= r["ppl hi"]
+    params = {r["method"]: r["trainable params"] for r in rows}
+    assert params["head"] < params["full"] and params["lora"] < params["full"] and params["adapters"] < params["full"]
+    # more learning rate, more memorisation: the faster cell of each method leaks more
+    for m in METHODS:
+        slow, fast = (r for r in rows if r["method"] == m)
+        assert fast["training perplexity"] < slow["training perplexity"], m
+    assert "(headline cell: head lr=0.01)" in results["title"]
+    assert (run_dir / "report.html").is_file()
+
+
+def test_frontier_and_matched_comparison(grid):
+    results, _ = grid
+    section, matched = results["sections"][:2]
+    figure = section["figures"][0]
+    labels = [s["label"] for s in figure["series"]]
+    assert labels == METHODS + ["Pareto frontier"]
+    frontier = figure["series"][-1]
+    on = [r for r in section["table"] if r["on frontier"] == "yes"]
+    assert sorted(frontier["x"]) == sorted(r["validation perplexity"] for r in on) and on
+    # no frontier cell is dominated by another cell
+    for f in on:
+        assert not any(r["validation perplexity"] < f["validation perplexity"] and r["recall@10%FPR"] < f["recall@10%FPR"]
+                       for r in section["table"])
+    assert sorted(r["method"] for r in matched["table"]) == sorted(METHODS)
+    leak = [r["recall@10%FPR"] for r in matched["table"]]
+    assert leak == sorted(leak, reverse=True)
+
+
+def test_unknown_method_attack_exits_2(cli_error, tmp_path):
+    code, err = cli_error("lm-methods", TINY + ["lm.method_attack=nope"], tmp_path / "store")
+    assert code == 2 and err.startswith("error: lm.method_attack")
