@@ -67,9 +67,20 @@ def test_gentler_fine_tuning_leaks_less(memorised, store):
     assert "ref-ratio" in results["skipped_attacks"] and "ref-ratio" not in gentle
 
 
+def test_vectorized_trainer_gives_the_same_study(memorised, tmp_path):
+    """The LM scenarios train one model at a time unless engine.vectorized is set; set, the vmapped
+    trainer computes the same models (to float tolerance), so the attacks agree."""
+    results, _ = cli_run("lm-mia", TINY + MEMORISE + ["engine.vectorized=true"], tmp_path / "store")
+    loop = {a["name"]: a["auc"]["value"] for a in memorised[0]["attacks"]}
+    vmap = {a["name"]: a["auc"]["value"] for a in results["attacks"]}
+    assert vmap.keys() == loop.keys()
+    assert all(abs(vmap[n] - loop[n]) < 0.01 for n in loop), (vmap, loop)
+
+
 @pytest.mark.parametrize("overrides, field", [
     (["finetune.epochs=3"], "finetune.epochs"),
     (["pretrain.lr=0.1"], "pretrain.lr"),
+    (["pretrain.optimizer=sgd"], "pretrain.optimizer"),
     (["finetune.augment=1"], "finetune.augment"),
     (["lm.model=tiny-bert"], "lm.model"),
     (["lm.model=/no/such/model/dir"], "lm.model"),

@@ -96,12 +96,12 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
     for i, r in enumerate(rows):
         r["on frontier"] = "yes" if i in front else ""
     target, ranked = ranking(rows)
-    order = ", ".join(f"{r['method']} {r[LEAK]:.1%}" for r in ranked)
+    order = ", ".join(f"{r['method']} {r[LEAK]:.1%} [{r['recall lo']:.1%}, {r['recall hi']:.1%}]" for r in ranked)
     most = max(rows, key=lambda r: r[LEAK])
     sections = [
         Section("Leakage vs perplexity, by fine-tuning method", [
             f"Each point is one ensemble of {n_models} tiny GPT-2s fine-tuned from the same base on the same keep-matrix, "
-            f"{lm.finetune_epochs} epochs, one method at one learning rate ({', '.join(f'{lr:g}' for lr in lm.lrs)}). "
+            f"{lm.finetune_epochs} epoch{'s' if lm.finetune_epochs > 1 else ''}, one method at one learning rate ({', '.join(f'{lr:g}' for lr in lm.lrs)}). "
             f"Leakage is {lm.method_attack}'s recall (TPR) at 10 % and 1 % FPR (95 % CIs over blocks); utility is the "
             "validation perplexity (mean over models of the held-out mean NLL, exponentiated).",
             "Canary exposure is not reported: no canary-exposure module was available to this scenario."],

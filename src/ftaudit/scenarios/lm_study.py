@@ -20,7 +20,7 @@ Why the pieces are as they are:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -30,7 +30,7 @@ from ftaudit.attacks.lm import lm_score_set, mean_nll, mlm_ratio_score, ratio_sc
 from ftaudit.attacks.registry import ATTACKS, register_precomputed
 from ftaudit.config import FinetuneConfig, OptimConfig, RunConfig
 from ftaudit.data.keep import half_keep_matrix
-from ftaudit.data.text import TextBlocks, load_corpus, make_blocks
+from ftaudit.data.text import TextBlocks, encode, load_corpus, make_blocks
 from ftaudit.data.tokenizer import MASK_ID, load_tokenizer, tokenizer_digest, tokenizer_key, train_tokenizer
 from ftaudit.errors import UserError
 from ftaudit.finetune.methods import Method, MethodOptions, get_method, init_state
@@ -52,8 +52,9 @@ BUDGET = 1 << 20  # logits per forward chunk: 8 MB in float64 stays in cache (3x
 PLL_BUDGET = 1 << 22  # PLL keeps one position's logits per row, so larger chunks pay (1.3x faster than 1 << 20)
 
 # Recipe keys the LM scenarios take from ``lm`` instead (text needs other values than digits).
-OWN = {"finetune.epochs": "lm.finetune_epochs / lm.mlm_epochs", "finetune.lr": "lm.finetune_lr", "finetune.batch_size": "lm.batch_size",
-       "pretrain.epochs": "lm.pretrain_epochs", "pretrain.lr": "lm.pretrain_lr", "pretrain.batch_size": "lm.batch_size"}
+OWN = {"finetune.epochs": "lm.finetune_epochs / lm.mlm_epochs", "finetune.lr": "lm.finetune_lr",
+       "finetune.batch_size": "lm.batch_size"}
+PRETRAIN_FIX = "the tiny base pretrains with Adam and lm.pretrain_epochs, lm.pretrain_lr, lm.batch_size: set those"
 
 REF_RATIO, MLM_REF_RATIO = "ref-ratio", "mlm-ref-ratio"
 for _name, _text in {REF_RATIO: "LM: NLL drop from the named reference model (lm.reference) to the target",
@@ -90,9 +91,10 @@ def check_config(cfg: RunConfig, scenario: str) -> None:
         section, key = dotted.split(".")
         if key in getattr(cfg, section).model_fields_set:
             raise UserError(dotted, f"the {scenario} scenario does not read it", f"set {own} instead")
-    for section in ("finetune", "pretrain"):
-        if getattr(cfg, section).augment and "augment" in getattr(cfg, section).model_fields_set:
-            raise UserError(f"{section}.augment", "pixel-shift augmentation does not apply to text", "set it to 0 or leave it unset")
+    if cfg.finetune.augment and "augment" in cfg.finetune.model_fields_set:
+        raise UserError("finetune.augment", "pixel-shift augmentation does not apply to text", "set it to 0 or leave it unset")
+    for key in sorted(cfg.pretrain.model_fields_set - ({"augment"} if not cfg.pretrain.augment else set())):
+        raise UserError(f"pretrain.{key}", f"the {scenario} scenario does not read it", PRETRAIN_FIX)
     if cfg.finetune.dp.enabled:
         raise UserError("finetune.dp.epsilon", f"the {scenario} scenario fine-tunes without DP",
                         "leave it unset (dp-finetune and tmi-text study DP fine-tuning)")
@@ -147,7 +149,6 @@ class Base:
     key: str  # its model-cache key (pretrained here) or the digest of its weights (loaded)
     source: str  # how it came to be, for the report
     mask_id: int
-    result: TrainResult | None = None
 
     @property
     def objective(self) -> str:
@@ -180,10 +181,9 @@ def tokenizer_for(ctx: Context, cfg: RunConfig, model: str):
 def blocks_of(corpus: str, corpus_field: str, count_field: str, tok, block_len: int, n: int, seed: int) -> TextBlocks:
     """``n`` random blocks (n <= 0: every block) of a corpus; a shortfall names ``count_field``."""
     c = load_corpus(corpus, field=corpus_field)
-    if n <= 0:
-        from ftaudit.data.text import encode
-
-        n = max(1, sum(len(ids) + 1 for ids in encode(tok, list(c.documents))) // block_len - 1)
+    if n <= 0:  # the corpus' token stream (documents joined by a blank line, as make_blocks joins them), cut up
+        docs = encode(tok, list(c.documents))
+        n = max(1, (sum(map(len, docs)) + len(encode(tok, ["\n\n"])[0]) * (len(docs) - 1)) // block_len)
     try:
         return make_blocks(c, tok, block_len, n, seed)
     except UserError as exc:
@@ -212,8 +212,8 @@ def load_base(cfg: RunConfig, name: str, kind: str, tok, field: str = "lm.model"
             raise UserError(field, f"the tokenizer of {name!r} has no mask token", "use a masked LM's tokenizer")
         mask_id = int(tok.mask_token_id)
     state = initial_state(model)
-    return Base(model, state, content_key(arch=lm_arch_spec(model), state=state_digest(state)), f"{name} (loaded, not pretrained here)",
-                mask_id)
+    key = content_key(arch=lm_arch_spec(model), state=state_digest(state))
+    return Base(model, state, key, f"{name} (loaded, not pretrained here)", mask_id)
 
 
 def pretrain_base(ctx: Context, cfg: RunConfig, name: str, tok, seeds: dict) -> Base:
@@ -221,14 +221,14 @@ def pretrain_base(ctx: Context, cfg: RunConfig, name: str, tok, seeds: dict) -> 
     lm = cfg.lm
     build = tiny_gpt2 if name == TINY[CAUSAL] else tiny_bert
     model = build(len(tok), lm.block_len, n_layer=lm.n_layer, n_embd=lm.n_embd, n_head=lm.n_head, seed=seeds["init"])
-    blocks = blocks_of(lm.pretrain_corpus, "lm.pretrain_corpus", "lm.pretrain_blocks", tok, lm.block_len, lm.pretrain_blocks, seeds["pretrain_blocks"])
-    base = Base(model, initial_state(model), "", "", MASK_ID)
-    template, result = train_lms(ctx, cfg, "LM pretraining", model, get_method("full"), MethodOptions(), pretrain_recipe(cfg),
-                                 blocks, [base.state], [np.arange(len(blocks))], [seeds["pretrain"]], base.objective)
-    base.state, base.key, base.result = result.states()[0], result.keys[0], result
-    base.source = (f"{name} ({lm.n_layer} layers × {lm.n_embd}, vocab {len(tok)}) pretrained here on {len(blocks)} blocks of "
-                   f"{lm.pretrain_corpus}, {lm.pretrain_epochs} epochs, Adam lr {lm.pretrain_lr:g}")
-    return base
+    blocks = blocks_of(lm.pretrain_corpus, "lm.pretrain_corpus", "lm.pretrain_blocks", tok, lm.block_len,
+                       lm.pretrain_blocks, seeds["pretrain_blocks"])
+    objective = CAUSAL if model.kind == CAUSAL else masked_lm_objective(MASK_ID)
+    _, result = train_lms(ctx, cfg, "LM pretraining", model, get_method("full"), MethodOptions(), pretrain_recipe(cfg),
+                          blocks, [initial_state(model)], [np.arange(len(blocks))], [seeds["pretrain"]], objective)
+    source = (f"{name} ({lm.n_layer} layers × {lm.n_embd}, vocab {len(tok)}) pretrained here on {len(blocks)} blocks of "
+              f"{lm.pretrain_corpus}, {lm.pretrain_epochs} epochs, Adam lr {lm.pretrain_lr:g}")
+    return Base(model, result.states()[0], result.keys[0], source, MASK_ID)
 
 
 def train_lms(ctx: Context, cfg: RunConfig, name: str, model: LMWrapper, method: Method, opts: MethodOptions,
@@ -322,11 +322,12 @@ class LMStudy:
     rows: list[np.ndarray]
     seeds: dict
     base: Base
-    base_audit: dict[str, np.ndarray]  # the base's signals on the audit blocks ([n, ...], model axis dropped)
-    base_pop: np.ndarray  # [Z] the base's mean NLL per token on the population blocks
-    reference_name: str | None  # what the ref-ratio attacks compare against (None: the base only)
-    ref_audit: dict[str, np.ndarray] | None
-    reference_key: str | None
+    # Filled by setup once the base (and the reference) are queried:
+    base_audit: dict[str, np.ndarray] = field(default_factory=dict)  # the base's audit signals ([n, ...])
+    base_pop: np.ndarray | None = None  # [Z] the base's mean NLL per token on the population blocks
+    reference_name: str | None = None  # what the ref-ratio attacks compare against (None: the base only)
+    ref_audit: dict[str, np.ndarray] | None = None
+    reference_key: str | None = None
 
     @property
     def n_models(self) -> int:
@@ -353,7 +354,8 @@ def setup(cfg: RunConfig, ctx: Context, kind: str, scenario: str, n_models: int)
     with ctx.stage("data"):
         tok, tok_path = tokenizer_for(ctx, cfg, name)
         n_ref = lm.n_blocks // 2 if lm.reference == "disjoint" else 0
-        private = blocks_of(lm.finetune_corpus, "lm.finetune_corpus", "lm.n_blocks", tok, lm.block_len, lm.n_blocks + lm.population + n_ref, seeds["blocks"])
+        private = blocks_of(lm.finetune_corpus, "lm.finetune_corpus", "lm.n_blocks", tok, lm.block_len,
+                            lm.n_blocks + lm.population + n_ref, seeds["blocks"])
         audit = private.select(np.arange(lm.n_blocks))
         population = private.select(np.arange(lm.n_blocks, lm.n_blocks + lm.population))
         ref_blocks = private.select(np.arange(lm.n_blocks + lm.population, len(private))) if n_ref else None
@@ -363,15 +365,15 @@ def setup(cfg: RunConfig, ctx: Context, kind: str, scenario: str, n_models: int)
     with ctx.stage("pretrain"):
         base = pretrain_base(ctx, cfg, name, tok, seeds) if name in TINY.values() else load_base(cfg, name, kind, tok)
     study = LMStudy(cfg=cfg, kind=kind, tokenizer_path=tok_path, tokenizer_digest=tokenizer_digest(tok), audit=audit,
-                    population=population, keep=keep, rows=rows, seeds=seeds, base=base, base_audit={},
-                    base_pop=np.zeros(0), reference_name=None, ref_audit=None, reference_key=None)
+                    population=population, keep=keep, rows=rows, seeds=seeds, base=base)
     with ctx.stage("signals"):
         one = lambda idx: [base.state for _ in idx]  # noqa: E731
-        study.base_audit = {k: v[0] for k, v in study.query(ctx, base.template, [base.key], one, audit, audit_signal_names(kind)).items()}
-        pop_names = ["logp"] if kind == CAUSAL else ["mlm_loss"]
-        study.base_pop = token_nll(kind, study.query(ctx, base.template, [base.key], one, population, pop_names))[0]
+        study.base_audit = {k: v[0] for k, v in study.query(ctx, base.template, [base.key], one, audit,
+                                                             audit_signal_names(kind)).items()}
+        pop = study.query(ctx, base.template, [base.key], one, population, ["logp"] if kind == CAUSAL else ["mlm_loss"])
+        study.base_pop = token_nll(kind, pop)[0]
     if lm.reference != "base":
-        reference(ctx, study, ref_blocks, named)
+        add_reference(ctx, study, ref_blocks, named)
     return study
 
 
@@ -384,8 +386,9 @@ def named_reference(cfg: RunConfig, kind: str, tok) -> Base:
     return other
 
 
-def reference(ctx: Context, study: LMStudy, ref_blocks: TextBlocks | None, named: Base | None) -> None:
-    """The second reference of the ratio attacks: fine-tuned on disjoint private blocks, or loaded."""
+def add_reference(ctx: Context, study: LMStudy, ref_blocks: TextBlocks | None, named: Base | None) -> None:
+    """The second reference of the ratio attacks and its audit signals: fine-tuned from the base
+    (same recipe as the targets) on disjoint private blocks, or a loaded model."""
     cfg, base = study.cfg, study.base
     if ref_blocks is not None:
         ft = finetune_recipe(cfg, study.kind)
@@ -509,7 +512,8 @@ def setup_section(study: LMStudy, ft: FinetuneConfig, extra: list[str] = ()) -> 
              "held-out blocks (validation, RMIA population).",
              f"Tokenizer: {study.tokenizer_path} (sha256 of its definition {study.tokenizer_digest[:16]}…).",
              f"Base: {study.base.source}.",
-             f"Reference of {REF_RATIO if study.kind == CAUSAL else MLM_REF_RATIO}: {study.reference_name or 'none (lm.reference=base)'}; "
+             f"Reference of {REF_RATIO if study.kind == CAUSAL else MLM_REF_RATIO}: "
+             f"{study.reference_name or 'none (lm.reference=base)'}; "
              "the other ratio attacks compare with the base.",
              f"Fine-tuning: {ft.method}, {ft.epochs} epochs, {ft.optimizer} lr {ft.lr:g}, batch {ft.batch_size} blocks."]
     return Section("Setup", lines + list(extra))

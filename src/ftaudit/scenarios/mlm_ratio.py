@@ -76,11 +76,11 @@ def comparison_section(ev, gains: dict, verdict_text: str) -> Section:
     for a in ev.attacks:
         t = min(a["tpr_at_fpr"], key=lambda t: abs(t["fpr"] - FPR))
         g = gains.get(a["name"])
+        gain = "" if g is None else f"{g['auc_gain']:+.3f} [{g['auc_gain_lo']:+.3f}, {g['auc_gain_hi']:+.3f}]"
+        factor = "" if g is None else f"{_factor(g['tpr_factor'])} [{_factor(g['tpr_factor_lo'])}, {_factor(g['tpr_factor_hi'])}]"
         rows.append({"attack": a["name"], "AUC": f"{a['auc']['value']:.3f} [{a['auc']['lo']:.3f}, {a['auc']['hi']:.3f}]",
                      "TPR@1%FPR": f"{t['value']:.2%} [{t['lo']:.2%}, {t['hi']:.2%}]",
-                     "vs mlm-pll: AUC gain": "" if g is None else f"{g['auc_gain']:+.3f} [{g['auc_gain_lo']:+.3f}, {g['auc_gain_hi']:+.3f}]",
-                     "vs mlm-pll: TPR@1% factor": "" if g is None else
-                     f"{_factor(g['tpr_factor'])} [{_factor(g['tpr_factor_lo'])}, {_factor(g['tpr_factor_hi'])}]"})
+                     "vs mlm-pll: AUC gain": gain, "vs mlm-pll: TPR@1% factor": factor})
     return Section("PLL alone vs likelihood ratio", [
         "mlm-pll scores a block by the target's mean pseudo-log-likelihood alone; mlm-ratio subtracts the pretrained "
         "base's, mlm-ref-ratio that of a reference MLM fine-tuned on disjoint blocks of the same text. Gains and factors "
