@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.covariance import ledoit_wolf as sk_ledoit_wolf
@@ -30,16 +29,6 @@ from ftaudit.attacks.tmi import (
     train_metaclassifiers_loop,
 )
 from ftaudit.metrics import summarize
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small (< 1 MB): a second thread adds only synchronisation, which on a busy
-    2-core machine made this file 5x slower (35 s vs 6 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------ features

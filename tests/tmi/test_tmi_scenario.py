@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import ftaudit
 from ftaudit.cli import main
@@ -23,15 +22,6 @@ STRONG = ["tmi.shadows=32", "tmi.pool=32", "tmi.mislabel=0.5", "tmi.pretrain_epo
           "tmi.shadow_counts=[]", "tmi.methods=[]", "tmi.epsilons=[]", "tmi.augmentation_counts=[]"]
 SECTIONS = ["Mislabelled vs correctly labelled pretraining digits", "Sweep: number of shadow models",
             "Sweep: fine-tuning method", "Sweep: DP fine-tuning", "Sweep: number of augmented queries"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny MLPs: on a shared 2-core machine a second torch thread made pretraining 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli(*argv):

@@ -20,16 +20,6 @@ SECTIONS = ["Most exposed pretraining blocks (TMI)", "Sweep: number of shadow mo
             "Sweep: DP fine-tuning", "Sweep: number of augmented queries"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_cli_run_writes_the_report_and_members_score_higher(tmp_path, capsys):
     store = tmp_path / "store"
     sets = [a for o in TINY + [f"out={store}"] for a in ("--set", o)]

@@ -17,14 +17,6 @@ from ftaudit.store.runs import Store
 from ftaudit.train.engine import Engine
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------ query views
 
 
