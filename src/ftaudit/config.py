@@ -184,6 +184,17 @@ class EngineConfig(Section):
     vectorized: bool = Field(default=True, description="train compatible models together with torch.func")
     chunk: int = Field(default=32, ge=1, description="models trained per vectorized group (progress is saved per group)")
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
+    packed_lora: bool = Field(default=False, description="train LoRA groups (without DP) with the packed trainer: one "
+                                                         "forward of the shared frozen base for all models' rows "
+                                                         "(1.1-1.9x a per-model loop on 2 CPU cores, docs/performance.md)")
+    pack_rows: int = Field(default=64, ge=0, description="packed LoRA: rows per forward, whole models at a time "
+                                                         "(0 = all models in one forward)")
+
+
+def increasing_counts(name: str, values: list[int]) -> None:
+    """Refuse a list of counts that is not positive and strictly increasing."""
+    if values[0] < 1 or any(a >= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name} must be positive counts in increasing order, got {values}")
 
 
 class ForgettingConfig(Section):
@@ -221,8 +232,7 @@ class ForgettingConfig(Section):
     def _valid(self) -> "ForgettingConfig":
         if self.models % 2:
             raise ValueError(f"models must be even (a half keep-matrix), got {self.models}")
-        if any(r < 1 for r in self.repetitions) or len(set(self.repetitions)) != len(self.repetitions):
-            raise ValueError(f"repetitions must be distinct positive counts, got {self.repetitions}")
+        increasing_counts("repetitions", self.repetitions)
         if len(set(self.schedules)) != len(self.schedules):
             raise ValueError(f"schedules must not repeat, got {self.schedules}")
         if self.checkpoints != sorted(set(self.checkpoints)) or self.checkpoints[0] < 0 or self.checkpoints[-1] < 1:
@@ -384,6 +394,12 @@ class LMConfig(Section):
     method_references: int = Field(default=7, ge=2, description="lm-methods: reference models per target in every cell")
     method_attack: str = Field(default="lm-ratio", description="lm-methods: the attack whose recall at 10 % / 1 % FPR "
                                                                "measures each cell's leakage")
+    canaries: int = Field(default=8, ge=0, description="lm-methods: canaries ('the secret number is' + 6 random digits) "
+                                                       "every model also trains on, for the exposure column; 0 = none")
+    canary_repeats: int = Field(default=4, ge=1, description="lm-methods: copies of each canary in the fine-tuning data")
+    canary_references: int = Field(default=500, ge=3, description="lm-methods: never-inserted secrets each canary's "
+                                                                  "exposure is measured against (rank exposure ≤ log2 of "
+                                                                  "this + 1; the skew-normal estimate goes beyond)")
 
     @model_validator(mode="after")
     def _valid(self) -> "LMConfig":
@@ -396,6 +412,51 @@ class LMConfig(Section):
                 raise ValueError(f"unknown fine-tuning method {name!r}; choose from {', '.join(METHODS)}")
         if any(v <= 0 for v in self.lrs):
             raise ValueError("learning rates must be positive")
+        return self
+
+
+class ExtractionConfig(Section):
+    """Scenario ``lm-extraction``: canary exposure (Carlini et al. 2019) and extraction by generation
+    (Carlini et al. 2021). Corpora, tokenizer, tiny model, pretraining and batch size come from ``lm``;
+    the fine-tuning method from ``finetune``; its epochs and learning rate, and the rest, from here."""
+
+    repetitions: list[int] = Field(default=[1, 2, 4, 8, 16], min_length=1,
+                                   description="times a canary is inserted into the fine-tuning blocks; each count "
+                                               "has its own canaries, all in one fine-tuning run")
+    canaries: int = Field(default=8, ge=2, description="canaries per repetition count (the CI of mean exposure is over them)")
+    references: int = Field(default=5000, ge=5000, description="reference canaries: secrets of the same format never "
+                                                               "inserted, the set exposure ranks against")
+    canary_prefix: str = Field(default="the secret number is", min_length=1,
+                               description="the canary's fixed text; one space and the secret follow it")
+    canary_digits: int = Field(default=6, ge=4, le=12, description="random decimal digits of each secret")
+    finetune_blocks: int = Field(default=1024, ge=8, description="fine-tuning blocks of lm.finetune_corpus; each insertion "
+                                                                "of a canary overwrites the start of its own block")
+    finetune_epochs: int = Field(default=6, ge=1, description="fine-tuning passes over the blocks")
+    finetune_lr: float = Field(default=1e-3, gt=0, description="fine-tuning learning rate")
+    prompts: int = Field(default=16, ge=2, description="extraction: fine-tuning blocks per repetition count whose prefixes "
+                                                       "prompt the model, each in the data r times (copies) and none with a "
+                                                       "canary; as many held-out blocks in all are the control")
+    prefix_len: int = Field(default=16, ge=1, description="extraction: prompt tokens (the start of a block)")
+    suffix_len: int = Field(default=8, ge=1, description="extraction: tokens sampled, matched verbatim against the block's "
+                                                          "next tokens (prefix_len + suffix_len <= lm.block_len)")
+    samples: int = Field(default=8, ge=1, description="extraction: continuations sampled per prompt")
+    top_k: int = Field(default=40, ge=0, description="extraction: sample among the k most likely tokens (0 = all)")
+    temperature: float = Field(default=1.0, gt=0, description="extraction: sampling temperature")
+    budgets: list[float] = Field(default=[0.25, 1.0], min_length=1,
+                                 description="extraction: candidates kept per prompt on average (the top-ranked overall)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ExtractionConfig":
+        increasing_counts("repetitions", self.repetitions)
+        if any(not b > 0 for b in self.budgets):
+            raise ValueError("budgets must be positive")
+        needed = (self.canaries * sum(self.repetitions) + self.prompts * len(self.repetitions))
+        if needed > self.finetune_blocks:
+            raise ValueError(f"{self.canaries} canaries × {sum(self.repetitions)} insertions + {self.prompts} × "
+                             f"{len(self.repetitions)} prompt blocks need {needed} distinct fine-tuning blocks, "
+                             f"finetune_blocks is {self.finetune_blocks}")
+        if 10 ** self.canary_digits < self.references + self.canaries * len(self.repetitions):
+            raise ValueError(f"{self.canary_digits} digits give too few distinct secrets for the canaries and references")
         return self
 
 
@@ -415,6 +476,7 @@ class RunConfig(Section):
     tmi: TMIConfig = TMIConfig()
     tmi_text: TMITextConfig = TMITextConfig()
     lm: LMConfig = LMConfig()
+    extraction: ExtractionConfig = ExtractionConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -11,7 +11,8 @@ METHODS = ["full", "head", "adapters", "lora"]
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     overrides = TINY + [f"lm.methods=[{', '.join(METHODS)}]", "lm.lrs=[0.001, 0.01]", "lm.method_references=3",
-                        "lm.finetune_epochs=4", "lm.finetune_lr=0.01", "finetune.method=head", "lm.reference=base"]
+                        "lm.finetune_epochs=4", "lm.finetune_lr=0.01", "finetune.method=head", "lm.reference=base",
+                        "lm.block_len=24", "lm.canaries=4", "lm.canary_references=63"]  # a canary takes 22 tokens here
     return cli_run("lm-methods", overrides, tmp_path_factory.mktemp("methods") / "store")
 
 
@@ -51,6 +52,27 @@ def test_frontier_and_matched_comparison(grid):
     assert sorted(r["method"] for r in matched["table"]) == sorted(METHODS)
     leak = [r["recall@10%FPR"] for r in matched["table"]]
     assert leak == sorted(leak, reverse=True)
+
+
+def test_canary_exposure_column(grid):
+    """Repeated canaries are exposed: well above the base (which never saw them) once fine-tuning
+    memorises, and at most log2(64) = 6 bits by rank."""
+    results, _ = grid
+    section = results["sections"][0]
+    control = float(section["text"][1].split("the control: ")[1].split(" bits")[0])
+    assert 0 <= control < 4
+    rows = {(r["method"], r["lr"]): r for r in section["table"]}
+    for r in rows.values():
+        assert 0 <= r["exposure lo"] <= r["canary exposure (rank, bits)"] <= r["exposure hi"] <= 6
+        assert r["canary exposure (skew-normal, bits)"] >= 0
+    assert rows[("full", 0.01)]["canary exposure (rank, bits)"] > control + 1.5
+    assert [f["title"] for f in section["figures"]] == ["Leakage vs perplexity (lm-ratio)", "Canary exposure vs perplexity"]
+
+
+def test_canary_longer_than_a_block_exits_2_before_training(cli_error, tmp_path):
+    code, err = cli_error("lm-methods", TINY, tmp_path / "store")  # 16-token blocks, 22-token canaries
+    assert code == 2 and err.startswith("error: lm.block_len: a canary takes 22 tokens"), err
+    assert not (tmp_path / "store" / "cache" / "models").exists()
 
 
 def test_unknown_method_attack_exits_2(cli_error, tmp_path):

@@ -17,6 +17,7 @@ _MODULES = [
     "lm_mia",
     "mlm_ratio",
     "lm_methods",
+    "lm_extraction",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

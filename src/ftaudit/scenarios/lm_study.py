@@ -314,6 +314,7 @@ def sequence_nll(kind: str, sig: dict[str, np.ndarray], blocks: TextBlocks) -> n
 class LMStudy:
     cfg: RunConfig
     kind: str
+    tokenizer: object  # a transformers fast tokenizer
     tokenizer_path: str
     tokenizer_digest: str
     audit: TextBlocks
@@ -322,6 +323,7 @@ class LMStudy:
     rows: list[np.ndarray]
     seeds: dict
     base: Base
+    spare: TextBlocks  # private blocks in no other role (setup's ``spare``; may be empty)
     # Filled by setup once the base (and the reference) are queried:
     base_audit: dict[str, np.ndarray] = field(default_factory=dict)  # the base's audit signals ([n, ...])
     base_pop: np.ndarray | None = None  # [Z] the base's mean NLL per token on the population blocks
@@ -346,8 +348,9 @@ def make_seeds(seed: int, n_models: int) -> dict:
             "models": [d("finetune", m) for m in range(n_models)]}
 
 
-def setup(cfg: RunConfig, ctx: Context, kind: str, scenario: str, n_models: int) -> LMStudy:
-    """Tokenizer, blocks, keep-matrix, the base (pretrained or loaded) and the reference model."""
+def setup(cfg: RunConfig, ctx: Context, kind: str, scenario: str, n_models: int, spare: int = 0) -> LMStudy:
+    """Tokenizer, blocks, keep-matrix, the base (pretrained or loaded) and the reference model;
+    ``spare`` further private blocks, disjoint from all others, for the scenario's own use."""
     check_config(cfg, scenario)
     lm, seeds = cfg.lm, make_seeds(cfg.seed, n_models)
     name = model_kind_check(cfg, kind, scenario)
@@ -355,17 +358,19 @@ def setup(cfg: RunConfig, ctx: Context, kind: str, scenario: str, n_models: int)
         tok, tok_path = tokenizer_for(ctx, cfg, name)
         n_ref = lm.n_blocks // 2 if lm.reference == "disjoint" else 0
         private = blocks_of(lm.finetune_corpus, "lm.finetune_corpus", "lm.n_blocks", tok, lm.block_len,
-                            lm.n_blocks + lm.population + n_ref, seeds["blocks"])
+                            lm.n_blocks + lm.population + n_ref + spare, seeds["blocks"])
         audit = private.select(np.arange(lm.n_blocks))
         population = private.select(np.arange(lm.n_blocks, lm.n_blocks + lm.population))
-        ref_blocks = private.select(np.arange(lm.n_blocks + lm.population, len(private))) if n_ref else None
+        used = lm.n_blocks + lm.population
+        ref_blocks = private.select(np.arange(used, used + n_ref)) if n_ref else None
+        spare_blocks = private.select(np.arange(used + n_ref, len(private)))
         keep = half_keep_matrix(n_models, lm.n_blocks, seeds["keep"])
         rows = [np.flatnonzero(k) for k in keep]
         named = named_reference(cfg, kind, tok) if lm.reference not in ("base", "disjoint") else None  # fail early
     with ctx.stage("pretrain"):
         base = pretrain_base(ctx, cfg, name, tok, seeds) if name in TINY.values() else load_base(cfg, name, kind, tok)
-    study = LMStudy(cfg=cfg, kind=kind, tokenizer_path=tok_path, tokenizer_digest=tokenizer_digest(tok), audit=audit,
-                    population=population, keep=keep, rows=rows, seeds=seeds, base=base)
+    study = LMStudy(cfg=cfg, kind=kind, tokenizer=tok, tokenizer_path=tok_path, tokenizer_digest=tokenizer_digest(tok),
+                    audit=audit, population=population, keep=keep, rows=rows, seeds=seeds, base=base, spare=spare_blocks)
     with ctx.stage("signals"):
         one = lambda idx: [base.state for _ in idx]  # noqa: E731
         study.base_audit = {k: v[0] for k, v in study.query(ctx, base.template, [base.key], one, audit,
@@ -426,12 +431,17 @@ class LMCell:
     n_trainable: int
 
 
-def finetune_cell(ctx: Context, study: LMStudy, ft: FinetuneConfig, name: str) -> LMCell:
-    """Fine-tune the study's ensemble with ``ft`` from the base, query it, build its SignalSet."""
+def finetune_cell(ctx: Context, study: LMStudy, ft: FinetuneConfig, name: str, extra: TextBlocks | None = None) -> LMCell:
+    """Fine-tune the study's ensemble with ``ft`` from the base, query it, build its SignalSet.
+    ``extra`` rows (e.g. canaries) are trained on by every model besides its keep-row."""
     method, opts, base = get_method(ft.method), MethodOptions.from_config(ft), study.base
+    pool, rows = study.audit, study.rows
+    if extra is not None:
+        pool = concat_blocks(study.audit, extra)
+        rows = [np.concatenate([r, len(study.audit) + np.arange(len(extra))]) for r in rows]
     with ctx.stage("finetune"):
-        template, result = train_lms(ctx, study.cfg, name, base.template, method, opts, ft, study.audit,
-                                     [base.state] * study.n_models, study.rows, study.seeds["models"], base.objective)
+        template, result = train_lms(ctx, study.cfg, name, base.template, method, opts, ft, pool,
+                                     [base.state] * study.n_models, rows, study.seeds["models"], base.objective)
     with ctx.stage("signals"):
         audit = study.query(ctx, template, result.keys, result.states, study.audit, audit_signal_names(study.kind))
         pop_names = ["logp"] if study.kind == CAUSAL else ["mlm_loss"]
@@ -446,6 +456,12 @@ def finetune_cell(ctx: Context, study: LMStudy, ft: FinetuneConfig, name: str) -
     train_nll = np.array([nll[m, study.keep[m]].mean() for m in range(study.n_models)])
     n_trainable = sum(int(template.get_parameter(n).numel()) for n in method.trainable(template, opts))
     return LMCell(name, ft.method, ft.lr, template, result, signals, val_nll, train_nll, n_trainable)
+
+
+def concat_blocks(a: TextBlocks, b: TextBlocks) -> TextBlocks:
+    """One training pool of ``a``'s rows then ``b``'s (same width)."""
+    return TextBlocks(np.concatenate([a.ids, b.ids]), np.concatenate([a.valid, b.valid]), a.texts + b.texts,
+                      np.concatenate([a.source, b.source]), a.mode if a.mode == b.mode else "documents", a.pad_id)
 
 
 def cell_scores(study: LMStudy, audit: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ so a killed run loses at most one chunk of work.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -20,6 +21,7 @@ from ftaudit.dp.per_sample import DPParams
 from ftaudit.dp.sampling import poisson_schedule
 from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.methods import check_frozen
+from ftaudit.finetune.packed_lora import packable, train_packed_lora
 from ftaudit.seeding import derive_seed
 from ftaudit.store.cache import ModelCache, content_key, state_digest
 from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
@@ -139,6 +141,8 @@ class Engine:
             else:
                 schedule = make_schedule(rows, seeds, epochs, bs, per_epoch=group.per_epoch, n_views=n_views)
                 trainer = train_vectorized if self.cfg.vectorized else train_loop
+                if self.cfg.packed_lora and packable(group.template, inits, group.trainable):
+                    trainer = partial(train_packed_lora, pack_rows=self.cfg.pack_rows or None)
                 states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule, **common)
             for i, job, state in zip(chunk, jobs, states):
                 check_frozen(job.init, state, group.trainable)
