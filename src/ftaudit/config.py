@@ -7,6 +7,8 @@ validated strictly (unknown keys are errors, never ignored). Every user mistake 
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -460,6 +462,68 @@ class ExtractionConfig(Section):
         return self
 
 
+CANDIDATE = re.compile(r"^(\d+)x(\d+):([A-Za-z0-9_.-]+):(\d+)$")
+
+
+class StealingConfig(Section):
+    """Scenario ``stealing``: identify a black-box classifier's public base (latency, outputs),
+    estimate its weights from that base by distillation, and extract only what fine-tuning changed."""
+
+    candidates: list[str] = Field(
+        default=["2x64:wikitext2:0", "2x64:wikitext2:1", "2x64:shakespeare:0", "4x64:wikitext2:0", "2x128:wikitext2:0"],
+        min_length=2, description="public tiny BERT bases, 'LAYERSxWIDTH:CORPUS:SEED' (pretrained here, stored as HF "
+                                  "directories); the victims are fine-tuned from each")
+    pretrain_blocks: int = Field(default=2048, ge=8, description="MLM pretraining blocks per candidate")
+    pretrain_epochs: int = Field(default=2, ge=1, description="MLM pretraining passes per candidate")
+    pretrain_lr: float = Field(default=3e-3, gt=0, description="MLM pretraining learning rate")
+    task_corpus: str = Field(default="wikitext2-test", description="the victims' task: which of the `classes` longest "
+                                                                   "articles of this corpus a block comes from")
+    classes: int = Field(default=4, ge=2, description="task classes (articles)")
+    train_per_class: int = Field(default=96, ge=4, description="victim training blocks per class")
+    test_per_class: int = Field(default=48, ge=2, description="held-out blocks per class: agreement and accuracy")
+    victim_methods: list[str] = Field(default=["full", "lora", "head"], min_length=1,
+                                      description="fine-tuning methods of the victims (finetune.* options apply)")
+    victim_seeds: int = Field(default=2, ge=1, description="victims per (candidate, method): head init and data order")
+    victim_epochs: int = Field(default=4, ge=1, description="victim fine-tuning passes")
+    victim_lr: float = Field(default=3e-3, gt=0, description="victim fine-tuning learning rate")
+    top1: bool = Field(default=False, description="the API returns only the top-1 label (else probabilities)")
+    queries: Literal["natural", "random"] = Field(default="natural", description="attacker's queries: blocks of "
+                                                  "query_corpus, or uniformly random tokens")
+    query_corpus: str = Field(default="wikitext2", description="public text the attacker queries with")
+    id_budgets: list[int] = Field(default=[8, 32, 128], min_length=1, description="queries for base identification "
+                                                                                 "from outputs")
+    latency_lengths: list[int] = Field(default=[8, 32], min_length=1, description="latency profile: input lengths")
+    latency_batches: list[int] = Field(default=[1, 16], min_length=1, description="latency profile: batch sizes")
+    latency_repeats: int = Field(default=5, ge=1, description="latency profile: timed calls per cell (median)")
+    distill_victims: int = Field(default=1, ge=1, description="victims per method whose weights are estimated "
+                                                             "(those of the first candidate)")
+    budgets: list[int] = Field(default=[64, 256, 1024], min_length=1, description="distillation: queries answered")
+    distill_steps: int = Field(default=200, ge=1, description="distillation: optimiser steps (epochs = steps × batch / "
+                                                              "queries, at least 1)")
+    distill_lr: float = Field(default=1e-3, gt=0, description="distillation learning rate")
+    batch_size: int = Field(default=16, ge=1, description="batch size of every training here")
+    prune_fractions: list[float] = Field(default=[0.0, 0.01, 0.05, 0.2, 1.0], min_length=1,
+                                         description="pruning: share of encoder elements trained (0 = head only, "
+                                                     "1 = all), at the largest budget")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "StealingConfig":
+        for c in self.candidates:
+            if not CANDIDATE.match(c):
+                raise ValueError(f"candidate {c!r} is not 'LAYERSxWIDTH:CORPUS:SEED' (e.g. '2x64:wikitext2:0')")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("candidates must not repeat")
+        for m in self.victim_methods:
+            known_method(m)
+        increasing_counts("budgets", self.budgets)
+        increasing_counts("id_budgets", self.id_budgets)
+        if min(self.id_budgets) < 4:
+            raise ValueError("id_budgets must be at least 4 (the probe is cross-fitted on two halves)")
+        if any(not 0.0 <= p <= 1.0 for p in self.prune_fractions):
+            raise ValueError("prune_fractions must lie in [0, 1]")
+        return self
+
+
 class RunConfig(Section):
     scenario: str = Field(default="finetune-mia", description="the study to run (`ftaudit scenarios`)")
     seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
@@ -477,6 +541,7 @@ class RunConfig(Section):
     tmi_text: TMITextConfig = TMITextConfig()
     lm: LMConfig = LMConfig()
     extraction: ExtractionConfig = ExtractionConfig()
+    stealing: StealingConfig = StealingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -178,12 +178,15 @@ def chunks(n_models: int, rows_per_model: int, pack_rows: int | None) -> list[sl
 def train_packed_lora(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
                       x: torch.Tensor, y: torch.Tensor, schedule: Schedule, progress: Progress | None = None,
                       objective: str = "causal-lm", view_seed: int = 0, on_step=None,
-                      pack_rows: int | None = None) -> list[State]:
+                      pack_rows: int | None = None, masks: State | None = None) -> list[State]:
     """Train len(inits) LoRA fine-tunes of one base together: one base forward per step for all of
     them (see the module docstring), or, with ``pack_rows``, one per group of models holding at most
     that many rows (gradients accumulate over the groups; one optimiser step: the same update). On a
     CPU, activations that outgrow the cache make one huge forward slower than a few cache-sized ones
-    (docs/performance.md). Same signature and result as ``train_vectorized``."""
+    (docs/performance.md). Same signature and result as ``train_vectorized``; element masks are
+    not packed (:class:`NotPackable`)."""
+    if masks:
+        raise NotPackable("element masks are not packed")
     packed = PackedModel(template, inits, trainable)
     opt = make_optimizer(packed.stack.params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)

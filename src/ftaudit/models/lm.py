@@ -29,27 +29,31 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertForMaskedLM,
+                          BertForSequenceClassification,
                           GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedModel)
 from transformers.utils import logging as hf_logging
 
 from ftaudit.errors import UserError
+from ftaudit.finetune.methods import init_state
 from ftaudit.train.trainers import State
 
 KINDS = ("causal-lm", "masked-lm")  # also the names of their training objectives
+CLASSIFIER = "sequence-classification"  # a BERT text classifier (objective: classification)
 FIELD = "model.pretrained"
 
 
 class LMWrapper(nn.Module):
-    """``forward(input_ids [b, T]) -> logits [b, T, V]`` of a HF causal or masked LM (``self.lm``)."""
+    """``forward(input_ids [b, T]) -> logits [b, T, V]`` of a HF causal or masked LM (``self.lm``), or
+    ``[b, K]`` of a sequence classifier."""
 
     def __init__(self, lm: PreTrainedModel, kind: str):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind not in (*KINDS, CLASSIFIER):
+            raise ValueError(f"kind must be one of {(*KINDS, CLASSIFIER)}, got {kind!r}")
         self.lm = lm
         self.kind = kind
         # Causal models never attend forward, so right padding cannot reach real tokens: no mask needed.
-        self.pad_id = lm.config.pad_token_id if kind == "masked-lm" else None
+        self.pad_id = lm.config.pad_token_id if kind != "causal-lm" else None
 
     @property
     def vocab_size(self) -> int:
@@ -59,8 +63,11 @@ class LMWrapper(nn.Module):
     @property
     def head_prefixes(self) -> tuple[str, ...]:
         """The output head's parameter prefix: GPT-2's (untied) ``lm_head``, BERT's ``cls`` MLM head,
-        a sequence classifier's ``classifier``/``score``."""
+        a sequence classifier's ``classifier``/``score`` (with BERT's pooler: both are new on top of a
+        pretrained encoder)."""
         names = [n for n, _ in self.named_parameters()]
+        if self.kind == CLASSIFIER and any(n.startswith("lm.bert.pooler.") for n in names):
+            return ("lm.bert.pooler.", "lm.classifier.")
         for prefix in ("lm.lm_head.", "lm.cls.", "lm.classifier.", "lm.score."):
             if any(n.startswith(prefix) for n in names):
                 return (prefix,)
@@ -114,6 +121,18 @@ def tiny_bert(vocab: int, block_len: int, n_layer: int = 2, n_embd: int = 64, n_
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
                         tie_word_embeddings=False, pad_token_id=pad_id, use_cache=False)
     return _build(BertForMaskedLM, config, "masked-lm", seed)
+
+
+def bert_classifier(base: LMWrapper, num_labels: int, seed: int) -> tuple[LMWrapper, State]:
+    """A BERT sequence classifier on a masked-LM base's encoder: (model, initial state). The encoder
+    (``lm.bert.*``) is the base's; the pooler and the classifier are new, drawn from ``seed``."""
+    if base.kind != "masked-lm" or not hasattr(base.lm, "bert"):
+        raise ValueError(f"a BERT classifier needs a BERT masked-LM base, got {type(base.lm).__name__}")
+    fields = {k: v for k, v in base.lm.config.to_dict().items() if k not in ("id2label", "label2id")}
+    config = BertConfig.from_dict({**fields, "num_labels": num_labels, "architectures": ["BertForSequenceClassification"]})
+    model = _build(BertForSequenceClassification, config, CLASSIFIER, seed)
+    encoder = {k: v for k, v in initial_state(base).items() if k.startswith("lm.bert.")}
+    return model, init_state(model, encoder)
 
 
 def _kind_of(config: PretrainedConfig, where: str) -> str:

@@ -18,6 +18,7 @@ _MODULES = [
     "mlm_ratio",
     "lm_methods",
     "lm_extraction",
+    "stealing",
 ]
 
 SCENARIOS: dict[str, Scenario] = {}

@@ -55,6 +55,8 @@ class TrainGroup:
     objective: str = "classification"  # see ftaudit.train.objectives
     method_options: dict = field(default_factory=dict)  # the method's knobs (rank, layers, …), part of the key
     dp: DPSpec | None = None  # DP-SGD (Poisson sampling, clipping, noise) instead of plain mini-batches
+    # {trainable name: {0,1} tensor of its shape}: train only the elements at 1 (the rest stay at init)
+    masks: dict[str, torch.Tensor] | None = None
     keys: list[str] = field(init=False)
     per_epoch: int = field(init=False)
 
@@ -65,15 +67,34 @@ class TrainGroup:
             raise ValueError(f"group {self.name!r} mixes DP and non-DP jobs")
         if specs and specs[0] is not None and len({(s.sample_rate, s.steps) for s in specs}) > 1:
             raise ValueError(f"DP jobs of group {self.name!r} must share the sampling rate and the number of steps")
+        self.masks = self._check_masks(specs) if self.masks else None
         self.keys = [
             content_key(arch=self.arch, init=state_digest(j.init), method=self.method, options=self.method_options,
                         trainable=sorted(self.trainable),
                         optim={k: getattr(self.optim, k) for k in OptimConfig.model_fields},  # the recipe only
                         per_epoch=self.per_epoch, data=self.data_digest, objective=self.objective,
                         rows=np.sort(j.rows).astype(np.int64), seed=j.seed,
-                        **({"dp": spec.key()} if spec else {}))
+                        **({"dp": spec.key()} if spec else {}),
+                        **({"masks": state_digest(self.masks)} if self.masks is not None else {}))
             for j, spec in zip(self.jobs, specs)
         ]
+
+    def _check_masks(self, specs: list[DPSpec | None]) -> dict[str, torch.Tensor]:
+        if any(s is not None for s in specs):
+            raise ValueError("masks are not supported with DP")
+        masks = {}
+        for name, m in self.masks.items():
+            if name not in self.trainable:
+                raise ValueError(f"mask for {name!r}, which is not trainable in group {self.name!r}")
+            if any(tuple(m.shape) != tuple(j.init[name].shape) for j in self.jobs):
+                raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, the parameter "
+                                 f"{tuple(self.jobs[0].init[name].shape)}")
+            if not bool(((m == 0) | (m == 1)).all()):
+                raise ValueError(f"mask for {name!r} has values other than 0 and 1")
+            if not bool(m.any()):
+                raise ValueError(f"mask for {name!r} is all zero: the parameter would not train")
+            masks[name] = m.detach().float()  # one dtype, so the key does not depend on it
+        return masks
 
     @property
     def dp_specs(self) -> list[DPSpec | None]:
@@ -141,9 +162,10 @@ class Engine:
             else:
                 schedule = make_schedule(rows, seeds, epochs, bs, per_epoch=group.per_epoch, n_views=n_views)
                 trainer = train_vectorized if self.cfg.vectorized else train_loop
-                if self.cfg.packed_lora and packable(group.template, inits, group.trainable):
+                if self.cfg.packed_lora and group.masks is None and packable(group.template, inits, group.trainable):
                     trainer = partial(train_packed_lora, pack_rows=self.cfg.pack_rows or None)
-                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule, **common)
+                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
+                                 masks=group.masks, **common)
             for i, job, state in zip(chunk, jobs, states):
                 check_frozen(job.init, state, group.trainable)
                 self.cache.save(group.keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed)})

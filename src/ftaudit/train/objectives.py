@@ -22,6 +22,12 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to probability rows (a teacher's soft labels): logits [..., C], float targets
+    [..., C] -> [...]; the KL divergence to the teacher up to its entropy (a constant)."""
+    return -(targets * torch.log_softmax(logits, -1)).sum(-1)
+
+
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the counted tokens of each row: logits [..., T, V], targets [..., T]
     with IGNORE where a token does not count -> [...]."""
@@ -71,6 +77,7 @@ def register_objective(objective: Objective) -> Objective:
 
 register_objective(Objective("classification", classification_loss, shift_views, lambda augment: 1 + 4 * augment))
 register_objective(Objective("causal-lm", causal_lm_loss, identity_views, lambda augment: 1))
+register_objective(Objective("distillation", soft_cross_entropy, identity_views, lambda augment: 1))
 
 
 def get_objective(name: str) -> Objective:

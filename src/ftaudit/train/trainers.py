@@ -68,6 +68,22 @@ def schedule_tensors(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, to
     return index, torch.from_numpy(schedule.mask), view
 
 
+def mask_gradients(params: dict[str, torch.Tensor], masks: State | None) -> None:
+    """Zero the gradient of every masked-out element (a mask broadcasts over a leading model axis)."""
+    for name, m in (masks or {}).items():
+        if params[name].grad is not None:
+            params[name].grad.mul_(m.to(params[name].grad))
+
+
+def restore_masked(params: dict[str, torch.Tensor], masks: State | None, inits: State) -> None:
+    """Put masked-out elements back to their initial values after a step: a zero gradient alone
+    leaves them unchanged only without weight decay, so this makes them bit-identical whatever the
+    optimiser."""
+    with torch.no_grad():
+        for name, m in (masks or {}).items():
+            params[name].copy_(torch.where(m.to(params[name].device).bool(), params[name], inits[name]))
+
+
 def n_training_views(optim: OptimConfig, objective: str = "classification") -> int:
     return get_objective(objective).n_views(optim.augment)
 
@@ -75,11 +91,13 @@ def n_training_views(optim: OptimConfig, objective: str = "classification") -> i
 def train_vectorized(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
                      x: torch.Tensor, y: torch.Tensor, schedule: Schedule,
                      progress: Progress | None = None, objective: str = "classification", view_seed: int = 0,
-                     on_step: StepHook | None = None) -> list[State]:
+                     on_step: StepHook | None = None, masks: State | None = None) -> list[State]:
     """Train len(inits) models together: trainable parameters stacked along dim 0, one vmapped
-    forward/backward per step, one optimiser over the stacked tensors (elementwise ⇒ independent)."""
+    forward/backward per step, one optimiser over the stacked tensors (elementwise ⇒ independent).
+    ``masks`` ({name: {0,1} tensor of the parameter's shape}) trains only the elements at 1."""
     models = StackedModels(inits, trainable)
     params, frozen = models.params, models.frozen
+    start = {n: params[n].detach().clone() for n in masks or {}}
     module = copy.deepcopy(template)
 
     def one_model_logits(p: State, f: State, xb: torch.Tensor) -> torch.Tensor:
@@ -99,7 +117,9 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
         losses = views.loss(batched_logits(params, frozen, inputs), targets)  # [M, width]
         loss = ((losses * mask[step]).sum(-1) / counts[step]).sum()  # sum over models of each mean loss
         loss.backward()
+        mask_gradients(params, masks)
         opt.step()
+        restore_masked(params, masks, start)
         if progress:
             progress(n_models)
         if on_step:
@@ -109,14 +129,17 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
 
 def train_one(template: nn.Module, init: State, trainable: list[str], optim: OptimConfig,
               x: torch.Tensor, y: torch.Tensor, schedule: Schedule, model_index: int,
-              progress: Progress | None = None, objective: str = "classification", view_seed: int = 0) -> State:
-    """Plain PyTorch training of one model on its column of the schedule."""
+              progress: Progress | None = None, objective: str = "classification", view_seed: int = 0,
+              masks: State | None = None) -> State:
+    """Plain PyTorch training of one model on its column of the schedule (``masks``: as in
+    :func:`train_vectorized`)."""
     module = copy.deepcopy(template)
     module.load_state_dict(init)
     trainable_set = set(trainable)
     for name, p in module.named_parameters():
         p.requires_grad_(name in trainable_set)
-    opt = make_optimizer([p for n, p in module.named_parameters() if n in trainable_set], optim)
+    params = {n: p for n, p in module.named_parameters() if n in trainable_set}
+    opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
     for step in range(schedule.steps):
         rows = torch.from_numpy(schedule.batch(step, model_index))
@@ -127,7 +150,9 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
             continue
         inputs, targets = views.batch(chosen, rows)
         views.loss(module(inputs), targets).mean().backward()
+        mask_gradients(params, masks)
         opt.step()
+        restore_masked(params, masks, init)
         if progress:
             progress(1)
     return {n: t.detach().clone() for n, t in module.state_dict().items()}
@@ -136,10 +161,10 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
 def train_loop(template: nn.Module, inits: list[State], trainable: list[str], optim: OptimConfig,
                x: torch.Tensor, y: torch.Tensor, schedule: Schedule,
                progress: Progress | None = None, objective: str = "classification", view_seed: int = 0,
-               on_step: StepHook | None = None) -> list[State]:
+               on_step: StepHook | None = None, masks: State | None = None) -> list[State]:
     if on_step is not None:
         raise ValueError("per-step hooks need the vectorized trainer (engine.vectorized: true)")
-    return [train_one(template, init, trainable, optim, x, y, schedule, m, progress, objective, view_seed)
+    return [train_one(template, init, trainable, optim, x, y, schedule, m, progress, objective, view_seed, masks)
             for m, init in enumerate(inits)]
 
 

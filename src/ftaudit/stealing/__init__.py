@@ -1,0 +1,1 @@
+"""Model extraction of fine-tuned models through their API: black box, identification, pruning."""
