@@ -473,8 +473,10 @@ class StealingConfig(Section):
         default=["2x64:wikitext2:0", "2x64:wikitext2:1", "2x64:shakespeare:0", "4x64:wikitext2:0", "2x128:wikitext2:0"],
         min_length=2, description="public tiny BERT bases, 'LAYERSxWIDTH:CORPUS:SEED' (pretrained here, stored as HF "
                                   "directories); the victims are fine-tuned from each")
-    pretrain_blocks: int = Field(default=2048, ge=8, description="MLM pretraining blocks per candidate")
-    pretrain_epochs: int = Field(default=2, ge=1, description="MLM pretraining passes per candidate")
+    block_len: int = Field(default=64, ge=8, description="tokens per input, a leading [CLS] included (every block, "
+                                                          "query and task example of this scenario)")
+    pretrain_blocks: int = Field(default=1536, ge=8, description="MLM pretraining blocks per candidate")
+    pretrain_epochs: int = Field(default=12, ge=1, description="MLM pretraining passes per candidate")
     pretrain_lr: float = Field(default=3e-3, gt=0, description="MLM pretraining learning rate")
     task_corpus: str = Field(default="wikitext2-test", description="the victims' task: which of the `classes` longest "
                                                                    "articles of this corpus a block comes from")
@@ -484,8 +486,13 @@ class StealingConfig(Section):
     victim_methods: list[str] = Field(default=["full", "lora", "head"], min_length=1,
                                       description="fine-tuning methods of the victims (finetune.* options apply)")
     victim_seeds: int = Field(default=2, ge=1, description="victims per (candidate, method): head init and data order")
-    victim_epochs: int = Field(default=4, ge=1, description="victim fine-tuning passes")
-    victim_lr: float = Field(default=3e-3, gt=0, description="victim fine-tuning learning rate")
+    pooling: Literal["mean", "cls"] = Field(default="mean", description="what the classifiers' pooler reads: the mean "
+                                            "of the last hidden states, or the [CLS] position (HF's BERT; MLM-only tiny "
+                                            "bases carry little there)")
+    victim_epochs: int = Field(default=12, ge=1, description="victim fine-tuning passes")
+    victim_lrs: dict[str, float] = Field(default={"full": 3e-4, "lora": 1e-3, "head": 1e-2},
+                                         description="victim fine-tuning learning rate per method (one for each of "
+                                                     "victim_methods)")
     top1: bool = Field(default=False, description="the API returns only the top-1 label (else probabilities)")
     queries: Literal["natural", "random"] = Field(default="natural", description="attacker's queries: blocks of "
                                                   "query_corpus, or uniformly random tokens")
@@ -505,6 +512,9 @@ class StealingConfig(Section):
     prune_fractions: list[float] = Field(default=[0.0, 0.01, 0.05, 0.2, 1.0], min_length=1,
                                          description="pruning: share of encoder elements trained (0 = head only, "
                                                      "1 = all), at the largest budget")
+    prune_score: Literal["snr", "fisher"] = Field(default="snr", description="pruning: how encoder elements are ranked "
+                                                  "at the head-distilled point: snr = |Σ gradient| / √Σ gradient² over "
+                                                  "query batches (what Adam's steps follow), fisher = Σ gradient²")
 
     @model_validator(mode="after")
     def _valid(self) -> "StealingConfig":
@@ -515,12 +525,19 @@ class StealingConfig(Section):
             raise ValueError("candidates must not repeat")
         for m in self.victim_methods:
             known_method(m)
+        missing = [m for m in self.victim_methods if m not in self.victim_lrs]
+        if missing:
+            raise ValueError(f"victim_lrs has no learning rate for {', '.join(missing)} (give one per victim method)")
+        if any(lr <= 0 for lr in self.victim_lrs.values()):
+            raise ValueError("victim_lrs must be positive")
         increasing_counts("budgets", self.budgets)
         increasing_counts("id_budgets", self.id_budgets)
         if min(self.id_budgets) < 4:
             raise ValueError("id_budgets must be at least 4 (the probe is cross-fitted on two halves)")
         if any(not 0.0 <= p <= 1.0 for p in self.prune_fractions):
             raise ValueError("prune_fractions must lie in [0, 1]")
+        if max(self.latency_lengths) > self.block_len or min(self.latency_lengths) < 1:
+            raise ValueError(f"latency_lengths must lie in [1, block_len = {self.block_len}] (the models' positions)")
         return self
 
 

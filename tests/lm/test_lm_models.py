@@ -139,3 +139,27 @@ def test_load_pretrained_rejects_missing_and_incomplete_models(tmp_path):
         load_pretrained(tmp_path)
     with pytest.raises(UserError, match="unknown model kind"):
         load_pretrained(tmp_path, kind="seq2seq")
+
+
+def test_mean_pooled_bert_classifier_reads_the_mean_hidden_state_and_keys_apart():
+    """pooling='mean': the pooler (same parameters as HF's) sees the mean of the last hidden states,
+    computed here independently; its cache key differs from the [CLS] classifier's, its encoder is the base's."""
+    from ftaudit.models.lm import bert_classifier
+
+    base = tiny_bert(V, T, n_layer=1, n_embd=16, seed=0)
+    cls_model, cls_init = bert_classifier(base, 3, seed=1)
+    mean_model, mean_init = bert_classifier(base, 3, seed=1, pooling="mean")
+    assert set(cls_init) == set(mean_init) and all(torch.equal(cls_init[k], mean_init[k]) for k in cls_init)
+    mean_model.load_state_dict(mean_init)
+    ids = _ids(4, 0)[0]
+    with torch.no_grad():
+        hidden = mean_model.lm.bert(input_ids=ids).last_hidden_state
+        pooled = torch.tanh(hidden.mean(1) @ mean_init["lm.bert.pooler.dense.weight"].T + mean_init["lm.bert.pooler.dense.bias"])
+        expected = pooled @ mean_init["lm.classifier.weight"].T + mean_init["lm.classifier.bias"]
+        torch.testing.assert_close(mean_model(ids), expected)
+        cls_model.load_state_dict(cls_init)
+        assert not torch.allclose(cls_model(ids), expected)
+    assert content_key(arch=lm_arch_spec(cls_model)) != content_key(arch=lm_arch_spec(mean_model))
+    assert "pooling" not in lm_arch_spec(cls_model)  # HF's own classifier keeps its earlier key
+    with pytest.raises(ValueError, match="pooling"):
+        bert_classifier(base, 3, seed=1, pooling="max")

@@ -31,6 +31,7 @@ from torch import nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertForMaskedLM,
                           BertForSequenceClassification,
                           GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedModel)
+from transformers.models.bert.modeling_bert import BertPooler
 from transformers.utils import logging as hf_logging
 
 from ftaudit.errors import UserError
@@ -123,14 +124,34 @@ def tiny_bert(vocab: int, block_len: int, n_layer: int = 2, n_embd: int = 64, n_
     return _build(BertForMaskedLM, config, "masked-lm", seed)
 
 
-def bert_classifier(base: LMWrapper, num_labels: int, seed: int) -> tuple[LMWrapper, State]:
+class MeanPooler(BertPooler):
+    """BERT's pooler (dense + tanh, the same parameters) on the mean of the last hidden states over
+    all positions instead of the first one. A tiny BERT pretrained by MLM alone (no next-sentence
+    task) learns nothing at [CLS] that a head could read: its last-layer output there is never
+    predicted. The mean counts every position, so it suits inputs without padding."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states.mean(dim=1)))
+
+
+POOLINGS = ("cls", "mean")
+
+
+def bert_classifier(base: LMWrapper, num_labels: int, seed: int, pooling: str = "cls") -> tuple[LMWrapper, State]:
     """A BERT sequence classifier on a masked-LM base's encoder: (model, initial state). The encoder
-    (``lm.bert.*``) is the base's; the pooler and the classifier are new, drawn from ``seed``."""
+    (``lm.bert.*``) is the base's; the pooler and the classifier are new, drawn from ``seed``. The
+    pooler reads the first position (``cls``, HF's) or the mean over positions (``mean``)."""
     if base.kind != "masked-lm" or not hasattr(base.lm, "bert"):
         raise ValueError(f"a BERT classifier needs a BERT masked-LM base, got {type(base.lm).__name__}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     fields = {k: v for k, v in base.lm.config.to_dict().items() if k not in ("id2label", "label2id")}
     config = BertConfig.from_dict({**fields, "num_labels": num_labels, "architectures": ["BertForSequenceClassification"]})
     model = _build(BertForSequenceClassification, config, CLASSIFIER, seed)
+    if pooling == "mean":
+        mean = MeanPooler(config)
+        mean.load_state_dict(model.lm.bert.pooler.state_dict())
+        model.lm.bert.pooler = mean
     encoder = {k: v for k, v in initial_state(base).items() if k.startswith("lm.bert.")}
     return model, init_state(model, encoder)
 
@@ -240,5 +261,8 @@ def lm_arch_spec(model: LMWrapper) -> dict:
     (without bookkeeping fields that do not change the computation)."""
     config = {k: v for k, v in model.lm.config.to_dict().items()
               if not k.startswith("_") and k not in ("transformers_version", "architectures", "name_or_path")}
-    return {"kind": model.kind, "class": type(model.lm).__name__, "pad_id": model.pad_id,
+    spec = {"kind": model.kind, "class": type(model.lm).__name__, "pad_id": model.pad_id,
             "attn": model.lm.config._attn_implementation, "config": config}
+    if isinstance(getattr(getattr(model.lm, "bert", None), "pooler", None), MeanPooler):
+        spec["pooling"] = "mean"  # not in HF's config; only added when set, so other keys stay as they were
+    return spec

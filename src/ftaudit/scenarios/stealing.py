@@ -13,7 +13,11 @@ weights from there. Here, with what an API user can measure (answers and latency
 3. weight estimation — distil the victim from its answers starting from the identified base, vs from
    random init and from a wrong base of the same architecture: agreement, accuracy, distance to the
    victim's weights, over query budgets;
-4. pruning — train only the top p % of encoder elements by Fisher information (``stealing/pruning.py``).
+4. pruning — train only the top p % of encoder elements, ranked by the consistency (SNR) or the size
+   (Fisher) of the distillation-loss gradients (``stealing/pruning.py``).
+
+Inputs are ``stealing.block_len`` tokens with [CLS] first; the classifiers pool the mean hidden state
+(``models/lm.MeanPooler``) because MLM-only tiny bases carry nothing a head can read at [CLS].
 """
 from __future__ import annotations
 
@@ -39,10 +43,11 @@ from ftaudit.seeding import derive_seed
 from ftaudit.stealing.blackbox import BlackBox
 from ftaudit.stealing.identify import encoder_features, identify_base
 from ftaudit.stealing.latency import LatencyGrid, identify_architecture, latency_profile
-from ftaudit.stealing.pruning import change_recall, fisher_scores, relative_distance, top_fraction_masks
+from ftaudit.stealing.pruning import SCORES, change_recall, gradient_scores, relative_distance, top_fraction_masks
 from ftaudit.store.cache import content_key
 from ftaudit.train.engine import Job, TrainGroup
 from ftaudit.train.mlm import masked_lm_objective
+from ftaudit.train.objectives import IGNORE
 from ftaudit.finetune.methods import init_state
 
 INITS = ("identified base", "wrong base", "random init")
@@ -106,20 +111,28 @@ def train(ctx: Context, cfg: RunConfig, name: str, model: LMWrapper, method: str
 # ------------------------------------------------------------------------------- the world
 
 
+def with_cls(ids: np.ndarray, cls_id: int) -> np.ndarray:
+    """Every input of this scenario starts with [CLS], as BERT's do, in pretraining, fine-tuning and
+    every query alike (with ``stealing.pooling=cls`` the pooler reads that position)."""
+    return np.concatenate([np.full((len(ids), 1), cls_id, dtype=np.int64), ids.astype(np.int64)], axis=1)
+
+
 def candidate_bases(ctx: Context, cfg: RunConfig, tok) -> dict[str, tuple[Candidate, LMWrapper, dict]]:
     """Every candidate pretrained (cached), written as an HF directory and loaded back from it."""
-    st, lm = cfg.stealing, cfg.lm
+    st = cfg.stealing
     out = {}
     for spec in st.candidates:
         c = Candidate.parse(spec)
         if c.n_embd % 2:
             raise UserError("stealing.candidates", f"{spec}: width must be even (2 attention heads)", "use e.g. 2x64")
-        model = tiny_bert(len(tok), lm.block_len, n_layer=c.n_layer, n_embd=c.n_embd, n_head=2,
+        model = tiny_bert(len(tok), st.block_len, n_layer=c.n_layer, n_embd=c.n_embd, n_head=2,
                           seed=derive_seed(c.seed, "candidate-init", c.arch, c.corpus))
-        blocks = blocks_of(c.corpus, "stealing.candidates", "stealing.pretrain_blocks", tok, lm.block_len,
+        blocks = blocks_of(c.corpus, "stealing.candidates", "stealing.pretrain_blocks", tok, st.block_len - 1,
                            st.pretrain_blocks, derive_seed(c.seed, "candidate-blocks", c.corpus))
+        x = with_cls(blocks.x, tok.cls_token_id)
+        targets = np.where(np.arange(x.shape[1]) == 0, IGNORE, x)  # [CLS] is never masked nor predicted
         trained = train(ctx, cfg, f"pretrain candidate {spec}", model, "full", [initial_state(model)],
-                        Labelled(blocks.x, blocks.y), [derive_seed(c.seed, "candidate-pretrain")],
+                        Labelled(x, targets), [derive_seed(c.seed, "candidate-pretrain")],
                         masked_lm_objective(MASK_ID), st.pretrain_epochs, st.pretrain_lr)
         where = Path(ctx.store.root) / "cache" / "candidates" / trained.keys[0]
         if not (where / "config.json").exists():
@@ -139,19 +152,26 @@ def task_data(cfg: RunConfig, tok, seed: int) -> tuple[Labelled, Labelled]:
     if len(docs) < st.classes:
         raise UserError("stealing.classes", f"{st.task_corpus} has {len(docs)} articles", "ask for fewer classes")
     n = st.train_per_class + st.test_per_class
-    parts = [make_blocks(Corpus.from_text(d, f"article {k}"), tok, cfg.lm.block_len, n, derive_seed(seed, "task", k))
-             for k, d in enumerate(docs[:st.classes])]
-    split = lambda lo, hi: Labelled(np.concatenate([p.ids[lo:hi] for p in parts]),  # noqa: E731
+    try:
+        parts = [make_blocks(Corpus.from_text(d, f"article {k}"), tok, st.block_len - 1, n, derive_seed(seed, "task", k))
+                 for k, d in enumerate(docs[:st.classes])]
+    except UserError as exc:
+        raise UserError("stealing.train_per_class", exc.problem, "ask for fewer blocks per class, fewer classes or a "
+                        "shorter stealing.block_len") from None
+    split = lambda lo, hi: Labelled(with_cls(np.concatenate([p.ids[lo:hi] for p in parts]), tok.cls_token_id),  # noqa: E731
                                     np.repeat(np.arange(st.classes), hi - lo))
     return split(0, st.train_per_class), split(st.train_per_class, n)
 
 
 def query_pool(cfg: RunConfig, tok, n: int, seed: int) -> np.ndarray:
-    st, lm = cfg.stealing, cfg.lm
+    """``n`` attacker queries, [CLS] first: blocks of public text, or uniformly random non-special tokens."""
+    st = cfg.stealing
     if st.queries == "random":
         rng = np.random.default_rng([seed, 0x0E1])
-        return rng.integers(5, len(tok), size=(n, lm.block_len)).astype(np.int64)
-    return blocks_of(st.query_corpus, "stealing.query_corpus", "stealing.budgets", tok, lm.block_len, n, seed).ids
+        body = rng.integers(5, len(tok), size=(n, st.block_len - 1))
+    else:
+        body = blocks_of(st.query_corpus, "stealing.query_corpus", "stealing.budgets", tok, st.block_len - 1, n, seed).ids
+    return with_cls(body, tok.cls_token_id)
 
 
 @dataclass
@@ -183,11 +203,12 @@ def victims(ctx: Context, cfg: RunConfig, cands: dict, train_set: Labelled) -> l
         for method in st.victim_methods:
             inits, seeds = [], []
             for s in range(st.victim_seeds):
-                model, init = bert_classifier(base, st.classes, derive_seed(cfg.seed, "victim-head", spec, method, s))
+                model, init = bert_classifier(base, st.classes, derive_seed(cfg.seed, "victim-head", spec, method, s),
+                                              pooling=st.pooling)
                 inits.append(init)
                 seeds.append(derive_seed(cfg.seed, "victim", spec, method, s))
             trained = train(ctx, cfg, f"victims {spec} {method}", model, method, inits, train_set, seeds, "classification",
-                            st.victim_epochs, st.victim_lr)
+                            st.victim_epochs, st.victim_lrs[method])
             for s, state in enumerate(trained.states):
                 served, eff = effective(trained.template, state)
                 out.append(Victim(len(out), spec, method, s, trained.keys[s], eff, served))
@@ -211,7 +232,7 @@ def latency_identification(cfg: RunConfig, cands: dict, vics: list[Victim], seed
     local = {}
     for spec, (c, base, _) in cands.items():
         if c.arch not in local:
-            model, init = bert_classifier(base, st.classes, seed)
+            model, init = bert_classifier(base, st.classes, seed, pooling=st.pooling)
             model.load_state_dict(init)
             local[c.arch] = BlackBox(model.eval(), top1=st.top1, max_batch=max(st.latency_batches))
     profiles = {arch: latency_profile(lambda ids, bb=bb: bb.timed_query(ids)[1], grid) for arch, bb in local.items()}
@@ -244,7 +265,7 @@ def distil(ctx: Context, cfg: RunConfig, v: Victim, init_name: str, base: LMWrap
     """One student: ``base``'s architecture, encoder ``encoder`` (a base's or a random one), a fresh
     head; trained on the victim's answers; measured against the victim."""
     st = cfg.stealing
-    model, init = bert_classifier(base, st.classes, derive_seed(cfg.seed, "student-head"))
+    model, init = bert_classifier(base, st.classes, derive_seed(cfg.seed, "student-head"), pooling=st.pooling)
     init = {**init, **{k: v_ for k, v_ in encoder.items() if k in init}}
     objective = "classification" if st.top1 else "distillation"
     y = answers.astype(np.int64) if st.top1 else answers.astype(np.float32)
@@ -270,11 +291,11 @@ def distil(ctx: Context, cfg: RunConfig, v: Victim, init_name: str, base: LMWrap
 
 
 def check_config(cfg: RunConfig) -> None:
-    for dotted in ("finetune.epochs", "finetune.lr", "finetune.batch_size"):
+    for dotted in ("finetune.epochs", "finetune.lr", "finetune.batch_size", "lm.block_len"):
         section, key = dotted.split(".")
         if key in getattr(cfg, section).model_fields_set:
             raise UserError(dotted, "the stealing scenario does not read it",
-                            "set stealing.victim_epochs / victim_lr / batch_size instead")
+                            "set stealing.victim_epochs / victim_lrs / batch_size / block_len instead")
     if cfg.finetune.dp.enabled:
         raise UserError("finetune.dp.epsilon", "the stealing scenario has no DP victims", "leave it unset")
     if min(cfg.stealing.budgets) < 4:
@@ -318,10 +339,10 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
                                            for v, s in pairs])},
         labels=labels, example=np.array([specs.index(s) for _, s in pairs], dtype=np.int64),
         target=np.array([v.index for v, _ in pairs], dtype=np.int64))
-    sections = [setup_section(cfg, cands, vics, train_set, test_set),
+    victim_acc = [float((predictions(v.module, v.module.state_dict(), test_set.x) == test_set.y).mean()) for v in vics]
+    sections = [setup_section(cfg, cands, vics, train_set, test_set), victims_section(cfg, cands, vics, victim_acc),
                 identification_section(cfg, vics, arch_of, arch_found, probe),
                 *estimates, pruning]
-    victim_acc = [float((predictions(v.module, v.module.state_dict(), test_set.x) == test_set.y).mean()) for v in vics]
     utility = [{**mean_ci(np.array(victim_acc), cfg.metrics.ci_level, cfg.metrics.bootstrap, cfg.seed),
                 "name": "victims' task accuracy", "note": f"mean over {len(vics)} victims on {len(test_set.y)} held-out blocks"}]
     return StudyOutput(
@@ -359,7 +380,7 @@ def weight_estimation(ctx: Context, cfg: RunConfig, cands: dict, vics: list[Vict
         ident = identified(cfg, cands, v, arch_found, probe)
         c_id = cands[ident][0]
         wrong = next((s for s in cands if s not in (v.base, ident) and cands[s][0].arch == c_id.arch), None)
-        rnd = tiny_bert(lm.vocab_size, lm.block_len, n_layer=c_id.n_layer, n_embd=c_id.n_embd, n_head=2,
+        rnd = tiny_bert(lm.vocab_size, st.block_len, n_layer=c_id.n_layer, n_embd=c_id.n_embd, n_head=2,
                         seed=derive_seed(cfg.seed, "random-student"))
         starts = {"identified base": (cands[ident][1], cands[ident][2]), "random init": (rnd, initial_state(rnd))}
         if wrong:
@@ -372,7 +393,9 @@ def weight_estimation(ctx: Context, cfg: RunConfig, cands: dict, vics: list[Vict
         prune_rows += prune(ctx, cfg, v, ident, cands, pool, answers, test, results, prune_curves)
     base_dist = {v.index: relative_distance(cands[v.base][2], v.state,
                                             results[(v.index, "identified base", st.budgets[0])]["names"]) for v in chosen}
-    return estimation_sections(cfg, chosen, results, base_dist), pruning_section(cfg, prune_rows, prune_curves)
+    majority = {v.index: float(np.bincount(predictions(v.module, v.module.state_dict(), test.x)).max() / len(test.x))
+                for v in chosen}
+    return estimation_sections(cfg, chosen, results, base_dist, majority), pruning_section(cfg, prune_rows, prune_curves)
 
 
 def prune(ctx: Context, cfg: RunConfig, v: Victim, ident: str, cands: dict, pool: np.ndarray, answers: np.ndarray,
@@ -385,7 +408,8 @@ def prune(ctx: Context, cfg: RunConfig, v: Victim, ident: str, cands: dict, pool
     head = distil(ctx, cfg, v, "identified base, head only", base, encoder, queries, ans, test, method="head")
     objective = "classification" if st.top1 else "distillation"
     y = torch.from_numpy(ans.astype(np.int64) if st.top1 else ans.astype(np.float32))
-    scores = fisher_scores(head["model"], head["state"], head["names"], torch.from_numpy(queries), y, objective)
+    scores = gradient_scores(head["model"], head["state"], head["names"], torch.from_numpy(queries), y, objective,
+                             batch=st.batch_size)
     rows = []
     for p in st.prune_fractions:
         if p == 0:
@@ -393,18 +417,21 @@ def prune(ctx: Context, cfg: RunConfig, v: Victim, ident: str, cands: dict, pool
         elif p == 1:
             est, masks = results[(v.index, "identified base", budget)], {}
         else:
-            masks = top_fraction_masks(scores, p)
-            est = distil(ctx, cfg, v, f"identified base, top {p:.0%}", base, encoder, queries, ans, test, masks=masks)
-        recall = (change_recall(masks, cands[v.base][2], v.state, head["names"]) if 0 < p < 1 else float("nan"))
+            masks = top_fraction_masks(scores[st.prune_score], p)
+            est = distil(ctx, cfg, v, f"identified base, top {p:.0%} by {st.prune_score}", base, encoder, queries, ans,
+                         test, masks=masks)
+        found = {score: change_recall(top_fraction_masks(scores[score], p), cands[v.base][2], v.state, head["names"])
+                 if 0 < p < 1 else float("nan") for score in SCORES}
         curves.setdefault(v.method, []).append((p, est["agreement"], est["distance"]))
         rows.append({"victim": f"{v.index} ({v.method})", "trained share p": f"{p:.0%}",
                      "agreement": fmt(est["agreement"]), "accuracy": f"{est['accuracy']:.1%}",
                      "distance to victim": f"{est['distance']:.4f}",
-                     "changed elements found": "" if np.isnan(recall) else f"{recall:.1%}"})
+                     **{f"changed elements found ({score})": "" if np.isnan(r) else f"{r:.1%}" for score, r in found.items()}})
     return rows
 
 
-def estimation_sections(cfg: RunConfig, chosen: list[Victim], results: dict, base_dist: dict) -> list[Section]:
+def estimation_sections(cfg: RunConfig, chosen: list[Victim], results: dict, base_dist: dict,
+                        majority: dict) -> list[Section]:
     st = cfg.stealing
     rows, figures = [], []
     for v in chosen:
@@ -420,7 +447,8 @@ def estimation_sections(cfg: RunConfig, chosen: list[Victim], results: dict, bas
             for b, r in got:
                 rows.append({"victim": f"{v.index} ({v.method})", "student starts from": init_name, "queries": b,
                              "agreement": fmt(r["agreement"]), "accuracy": f"{r['accuracy']:.1%}",
-                             "distance to victim": f"{r['distance']:.4f}", "base's distance": f"{base_dist[v.index]:.4f}"})
+                             "distance to victim": f"{r['distance']:.4f}", "base's distance": f"{base_dist[v.index]:.4f}",
+                             "constant guess agrees": f"{majority[v.index]:.1%}"})
         series_d.append(Series("the base itself", [float(st.budgets[0]), float(st.budgets[-1])], [base_dist[v.index]] * 2))
         figures.append(Figure(f"Agreement with the victim ({v.method}) vs queries", "queries (log scale)",
                               "agreement on held-out blocks", series_a, xlog=True,
@@ -432,7 +460,8 @@ def estimation_sections(cfg: RunConfig, chosen: list[Victim], results: dict, bas
             f"{st.queries} queries ({st.distill_steps} steps of batch {st.batch_size}, Adam {st.distill_lr:g}, all weights "
             "trained, a fresh head). They start from the identified base (latency, then the probe), from a wrong base of the "
             "same architecture, or from random init. Agreement: share of held-out task blocks on which the student's "
-            "label equals the victim's; distance: relative L2 distance of the encoder weights to the victim's (LoRA merged)."]
+            "label equals the victim's ('constant guess agrees': the share a student always answering the victim's most "
+            "frequent label would reach); distance: relative L2 distance of the encoder weights to the victim's (LoRA merged)."]
     return [Section("Weight estimation vs query budget", text, rows, figures)]
 
 
@@ -441,10 +470,12 @@ def pruning_section(cfg: RunConfig, rows: list[dict], curves: dict) -> Section:
                      [a["lo"] for _, a, _ in pts], [a["hi"] for _, a, _ in pts]) for method, pts in curves.items()]
     figure = Figure("Agreement vs share of encoder weights trained", "trained share p (log scale; 0 plotted at 0.1 %)",
                     "agreement on held-out blocks", series, xlog=True)
-    text = [f"At {max(cfg.stealing.budgets)} queries, from the identified base: the head is distilled first (p = 0), the "
-            "encoder elements are scored by the empirical Fisher information of the distillation loss there, and only the "
-            "top p are trained (the rest stay at the base). 'Changed elements found': share of the victim's p most-changed "
-            "elements (|θ_victim − θ_base|, which the attacker never sees) that the Fisher selection picked."]
+    st = cfg.stealing
+    text = [f"At {max(st.budgets)} queries, from the identified base: the head is distilled first (p = 0), the encoder "
+            f"elements are scored there from the gradients of the distillation loss over batches of {st.batch_size} queries "
+            f"(trained by {st.prune_score}: snr = |Σ g| / √Σ g², fisher = Σ g²), and only the top p are trained (the rest "
+            "stay at the base). 'Changed elements found': share of the victim's p most-changed elements "
+            "(|θ_victim − θ_base|, which the attacker never sees) that each score's top p holds; chance is p."]
     return Section("Weight-extraction pruning", text, rows, [figure])
 
 
@@ -454,12 +485,30 @@ def setup_section(cfg: RunConfig, cands: dict, vics: list[Victim], train_set: La
              "parameters": sum(v.numel() for v in state.values())} for spec, (c, _, state) in cands.items()]
     text = [f"{len(cands)} candidate bases, MLM-pretrained here ({st.pretrain_blocks} blocks, {st.pretrain_epochs} epochs) and "
             f"stored as HF directories under the store's cache/candidates. {len(vics)} victims: every candidate × "
-            f"{', '.join(st.victim_methods)} × {st.victim_seeds} seeds, fine-tuned {st.victim_epochs} epochs at {st.victim_lr:g} "
+            f"{', '.join(st.victim_methods)} × {st.victim_seeds} seeds, fine-tuned {st.victim_epochs} epochs (Adam; learning rate "
+            f"{', '.join(f'{m} {st.victim_lrs[m]:g}' for m in st.victim_methods)}) "
             f"on {len(train_set.y)} blocks of the {st.classes} longest {st.task_corpus} articles (task: which article); "
             f"{len(test_set.y)} held-out blocks measure accuracy and agreement. The API returns "
             f"{'the top-1 label' if st.top1 else 'class probabilities'}; queries are {st.queries} "
             f"({st.query_corpus if st.queries == 'natural' else 'uniform token ids'})."]
     return Section("Setup", text, rows)
+
+
+def victims_section(cfg: RunConfig, cands: dict, vics: list[Victim], accuracy: list[float]) -> Section:
+    """What the victims learnt and how far fine-tuning moved them from their base, per method."""
+    m = cfg.metrics
+    rows = []
+    for method in cfg.stealing.victim_methods:
+        group = [i for i, v in enumerate(vics) if v.method == method]
+        names = [k for k in vics[group[0]].state if k.startswith("lm.bert.") and not k.startswith("lm.bert.pooler.")]
+        moved = [relative_distance(vics[i].state, cands[vics[i].base][2], names) for i in group]
+        rows.append({"method": method, "victims": len(group),
+                     "task accuracy": fmt(mean_ci(np.array([accuracy[i] for i in group]), m.ci_level, m.bootstrap, cfg.seed)),
+                     "encoder moved ‖θ_victim − θ_base‖ / ‖θ_base‖": f"{np.mean(moved):.4f} (max {np.max(moved):.4f})"})
+    text = [f"Task accuracy of the victims on the held-out blocks, mean over victims with a {m.ci_level:.0%} bootstrap CI "
+            f"(chance {1 / cfg.stealing.classes:.0%}), and the relative distance of each fine-tuned encoder (LoRA merged) "
+            "from the base it started at."]
+    return Section("Victims", text, rows)
 
 
 def identification_section(cfg: RunConfig, vics: list[Victim], arch_of: dict, arch_found: dict, probe: dict) -> Section:
