@@ -51,3 +51,36 @@ def test_change_recall_and_relative_distance_against_direct_computation():
     assert change_recall({"w": torch.tensor([1.0, 0.0, 0.0, 0.0])}, base, victim, ["w"]) == 0.0
     assert abs(relative_distance(base, victim, ["w"]) - 1.0) < 1e-12
     assert relative_distance(victim, victim, ["w"]) == 0.0
+
+
+def test_gradient_scores_equal_per_batch_gradients_summed_by_hand():
+    """fisher = Σ_b g_b², snr = |Σ_b g_b| / √Σ_b g_b², from plain backward passes batch by batch;
+    an element the loss does not reach scores 0 under both."""
+    from torch import nn
+
+    from ftaudit.stealing.pruning import gradient_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].weight[1].zero_()  # hidden unit 1 is dead for the next layer's input ...
+        model[1].weight[:, 1] = 0.0  # ... so its incoming weights get no gradient
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(12, 4), torch.randint(0, 2, (12,))
+    names = ["0.weight", "1.weight"]
+    got = gradient_scores(model, state, names, x, y, "classification", batch=4)
+    total = {n: torch.zeros_like(state[n]) for n in names}
+    squares = {n: torch.zeros_like(state[n]) for n in names}
+    for lo in range(0, 12, 4):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[lo:lo + 4]), y[lo:lo + 4]).backward()
+        for n in names:
+            g = dict(model.named_parameters())[n].grad
+            total[n] += g
+            squares[n] += g ** 2
+    for n in names:
+        torch.testing.assert_close(got["fisher"][n], squares[n])
+        expected = torch.where(squares[n] > 0, total[n].abs() / squares[n].sqrt(), torch.zeros_like(squares[n]))
+        torch.testing.assert_close(got["snr"][n], expected)
+    assert torch.all(got["fisher"]["0.weight"][1] == 0) and torch.all(got["snr"]["0.weight"][1] == 0)
+    assert torch.all(got["snr"]["0.weight"][0] <= 3 ** 0.5 + 1e-6)  # |Σ g| / √Σ g² ≤ √(batches)
