@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_serializer, field_validator, model_validator
 
 from ftaudit.errors import UserError
 
@@ -490,7 +490,7 @@ class StealingConfig(Section):
                                             "of the last hidden states, or the [CLS] position (HF's BERT; MLM-only tiny "
                                             "bases carry little there)")
     victim_epochs: int = Field(default=12, ge=1, description="victim fine-tuning passes")
-    victim_lrs: dict[str, float] = Field(default={"full": 3e-4, "lora": 1e-3, "head": 1e-2},
+    victim_lrs: dict[str, PositiveFloat] = Field(default={"full": 3e-4, "lora": 1e-3, "head": 1e-2},
                                          description="victim fine-tuning learning rate per method (one for each of "
                                                      "victim_methods)")
     top1: bool = Field(default=False, description="the API returns only the top-1 label (else probabilities)")
@@ -528,8 +528,6 @@ class StealingConfig(Section):
         missing = [m for m in self.victim_methods if m not in self.victim_lrs]
         if missing:
             raise ValueError(f"victim_lrs has no learning rate for {', '.join(missing)} (give one per victim method)")
-        if any(lr <= 0 for lr in self.victim_lrs.values()):
-            raise ValueError("victim_lrs must be positive")
         increasing_counts("budgets", self.budgets)
         increasing_counts("id_budgets", self.id_budgets)
         if min(self.id_budgets) < 4:

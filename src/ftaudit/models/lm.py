@@ -146,6 +146,8 @@ def bert_classifier(base: LMWrapper, num_labels: int, seed: int, pooling: str = 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     fields = {k: v for k, v in base.lm.config.to_dict().items() if k not in ("id2label", "label2id")}
+    if pooling == "mean":  # recorded in the config, so the architecture's cache key (lm_arch_spec) tells the two apart
+        fields["pooling"] = "mean"
     config = BertConfig.from_dict({**fields, "num_labels": num_labels, "architectures": ["BertForSequenceClassification"]})
     model = _build(BertForSequenceClassification, config, CLASSIFIER, seed)
     if pooling == "mean":
@@ -261,8 +263,5 @@ def lm_arch_spec(model: LMWrapper) -> dict:
     (without bookkeeping fields that do not change the computation)."""
     config = {k: v for k, v in model.lm.config.to_dict().items()
               if not k.startswith("_") and k not in ("transformers_version", "architectures", "name_or_path")}
-    spec = {"kind": model.kind, "class": type(model.lm).__name__, "pad_id": model.pad_id,
+    return {"kind": model.kind, "class": type(model.lm).__name__, "pad_id": model.pad_id,
             "attn": model.lm.config._attn_implementation, "config": config}
-    if isinstance(getattr(getattr(model.lm, "bert", None), "pooler", None), MeanPooler):
-        spec["pooling"] = "mean"  # not in HF's config; only added when set, so other keys stay as they were
-    return spec

@@ -183,6 +183,19 @@ class Victim:
     key: str  # model cache key
     state: dict  # effective weights (LoRA merged), plain classifier names
     module: LMWrapper  # served (merged), never handed to the attacker: only BlackBox(module)
+    test_pred: np.ndarray  # its labels on the held-out blocks (the ground truth agreement is measured against)
+
+
+def encoder_names(state: dict) -> list[str]:
+    """The encoder's parameters (``lm.bert.*`` but the pooler, which is part of the head)."""
+    return [k for k in state if k.startswith("lm.bert.") and not k.startswith("lm.bert.pooler.")]
+
+
+def student_targets(cfg: RunConfig, answers: np.ndarray) -> tuple[str, np.ndarray]:
+    """(objective, targets) for training on the API's answers: labels if top-1, else probabilities."""
+    if cfg.stealing.top1:
+        return "classification", answers.astype(np.int64)
+    return "distillation", answers.astype(np.float32)
 
 
 def effective(built: LMWrapper, state: dict) -> tuple[LMWrapper, dict]:
@@ -196,7 +209,7 @@ def effective(built: LMWrapper, state: dict) -> tuple[LMWrapper, dict]:
     return served.eval(), names
 
 
-def victims(ctx: Context, cfg: RunConfig, cands: dict, train_set: Labelled) -> list[Victim]:
+def victims(ctx: Context, cfg: RunConfig, cands: dict, train_set: Labelled, test_set: Labelled) -> list[Victim]:
     st = cfg.stealing
     out = []
     for spec, (c, base, _) in cands.items():
@@ -211,7 +224,8 @@ def victims(ctx: Context, cfg: RunConfig, cands: dict, train_set: Labelled) -> l
                             st.victim_epochs, st.victim_lrs[method])
             for s, state in enumerate(trained.states):
                 served, eff = effective(trained.template, state)
-                out.append(Victim(len(out), spec, method, s, trained.keys[s], eff, served))
+                out.append(Victim(len(out), spec, method, s, trained.keys[s], eff, served,
+                                  predictions(served, served.state_dict(), test_set.x)))
     return out
 
 
@@ -267,10 +281,9 @@ def distil(ctx: Context, cfg: RunConfig, v: Victim, init_name: str, base: LMWrap
     st = cfg.stealing
     model, init = bert_classifier(base, st.classes, derive_seed(cfg.seed, "student-head"), pooling=st.pooling)
     init = {**init, **{k: v_ for k, v_ in encoder.items() if k in init}}
-    objective = "classification" if st.top1 else "distillation"
-    y = answers.astype(np.int64) if st.top1 else answers.astype(np.float32)
+    objective, y = student_targets(cfg, answers)
     epochs = max(1, round(st.distill_steps * st.batch_size / len(queries)))
-    names = [k for k in init if k.startswith("lm.bert.") and not k.startswith("lm.bert.pooler.")]
+    names = encoder_names(init)
     trainable = None
     if masks is not None:
         heads = [k for k in init if k.startswith(head_prefixes(model))]
@@ -279,10 +292,9 @@ def distil(ctx: Context, cfg: RunConfig, v: Victim, init_name: str, base: LMWrap
                     Labelled(queries, y), [derive_seed(cfg.seed, "student", v.index)], objective, epochs, st.distill_lr,
                     masks=masks, trainable=trainable)
     state = trained.states[0]
-    victim_pred = predictions(v.module, {k: w for k, w in v.module.state_dict().items()}, test.x)
     pred = predictions(model, {k: w for k, w in state.items() if k in model.state_dict()}, test.x)
     same_arch = all(k in v.state and v.state[k].shape == state[k].shape for k in names)
-    return {"agreement": agreement(cfg, pred, victim_pred), "accuracy": float((pred == test.y).mean()),
+    return {"agreement": agreement(cfg, pred, v.test_pred), "accuracy": float((pred == test.y).mean()),
             "distance": relative_distance(state, v.state, names) if same_arch else float("nan"), "state": state,
             "model": model, "names": names}
 
@@ -317,7 +329,7 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
         with ctx.stage("pretrain"):
             cands = candidate_bases(ctx, cfg, tok)
         with ctx.stage("finetune"):
-            vics = victims(ctx, cfg, cands, train_set)
+            vics = victims(ctx, cfg, cands, train_set, test_set)
         with ctx.stage("identification"):
             arch_found, arch_dist = latency_identification(cfg, cands, vics, seeds["latency"])
             feats = {spec: encoder_features(base, state, pool[:max(st.id_budgets)]) for spec, (_, base, state) in cands.items()}
@@ -339,7 +351,7 @@ def run(cfg: RunConfig, ctx: Context) -> StudyOutput:
                                            for v, s in pairs])},
         labels=labels, example=np.array([specs.index(s) for _, s in pairs], dtype=np.int64),
         target=np.array([v.index for v, _ in pairs], dtype=np.int64))
-    victim_acc = [float((predictions(v.module, v.module.state_dict(), test_set.x) == test_set.y).mean()) for v in vics]
+    victim_acc = [float((v.test_pred == test_set.y).mean()) for v in vics]
     sections = [setup_section(cfg, cands, vics, train_set, test_set), victims_section(cfg, cands, vics, victim_acc),
                 identification_section(cfg, vics, arch_of, arch_found, probe),
                 *estimates, pruning]
@@ -393,40 +405,37 @@ def weight_estimation(ctx: Context, cfg: RunConfig, cands: dict, vics: list[Vict
         prune_rows += prune(ctx, cfg, v, ident, cands, pool, answers, test, results, prune_curves)
     base_dist = {v.index: relative_distance(cands[v.base][2], v.state,
                                             results[(v.index, "identified base", st.budgets[0])]["names"]) for v in chosen}
-    majority = {v.index: float(np.bincount(predictions(v.module, v.module.state_dict(), test.x)).max() / len(test.x))
-                for v in chosen}
+    majority = {v.index: float(np.bincount(v.test_pred).max() / len(v.test_pred)) for v in chosen}
     return estimation_sections(cfg, chosen, results, base_dist, majority), pruning_section(cfg, prune_rows, prune_curves)
 
 
 def prune(ctx: Context, cfg: RunConfig, v: Victim, ident: str, cands: dict, pool: np.ndarray, answers: np.ndarray,
           test: Labelled, results: dict, curves: dict) -> list[dict]:
-    """Head-only distillation, Fisher scores of the encoder there, then the top-p students."""
+    """Head-only distillation, gradient scores of the encoder there, then the top-p students."""
     st = cfg.stealing
     budget = max(st.budgets)
     base, encoder = cands[ident][1], cands[ident][2]
     queries, ans = pool[:budget], answers[:budget]
     head = distil(ctx, cfg, v, "identified base, head only", base, encoder, queries, ans, test, method="head")
-    objective = "classification" if st.top1 else "distillation"
-    y = torch.from_numpy(ans.astype(np.int64) if st.top1 else ans.astype(np.float32))
-    scores = gradient_scores(head["model"], head["state"], head["names"], torch.from_numpy(queries), y, objective,
-                             batch=st.batch_size)
+    objective, y = student_targets(cfg, ans)
+    scores = gradient_scores(head["model"], head["state"], head["names"], torch.from_numpy(queries), torch.from_numpy(y),
+                             objective, batch=st.batch_size)
     rows = []
     for p in st.prune_fractions:
+        masks = {score: top_fraction_masks(scores[score], p) for score in SCORES} if 0 < p < 1 else {}
         if p == 0:
-            est, masks = head, {}
+            est = head
         elif p == 1:
-            est, masks = results[(v.index, "identified base", budget)], {}
+            est = results[(v.index, "identified base", budget)]
         else:
-            masks = top_fraction_masks(scores[st.prune_score], p)
             est = distil(ctx, cfg, v, f"identified base, top {p:.0%} by {st.prune_score}", base, encoder, queries, ans,
-                         test, masks=masks)
-        found = {score: change_recall(top_fraction_masks(scores[score], p), cands[v.base][2], v.state, head["names"])
-                 if 0 < p < 1 else float("nan") for score in SCORES}
+                         test, masks=masks[st.prune_score])
+        found = {score: change_recall(m, cands[v.base][2], v.state, head["names"]) for score, m in masks.items()}
         curves.setdefault(v.method, []).append((p, est["agreement"], est["distance"]))
         rows.append({"victim": f"{v.index} ({v.method})", "trained share p": f"{p:.0%}",
                      "agreement": fmt(est["agreement"]), "accuracy": f"{est['accuracy']:.1%}",
                      "distance to victim": f"{est['distance']:.4f}",
-                     **{f"changed elements found ({score})": "" if np.isnan(r) else f"{r:.1%}" for score, r in found.items()}})
+                     **{f"changed elements found ({score})": f"{found[score]:.1%}" if score in found else "" for score in SCORES}})
     return rows
 
 
@@ -500,7 +509,7 @@ def victims_section(cfg: RunConfig, cands: dict, vics: list[Victim], accuracy: l
     rows = []
     for method in cfg.stealing.victim_methods:
         group = [i for i, v in enumerate(vics) if v.method == method]
-        names = [k for k in vics[group[0]].state if k.startswith("lm.bert.") and not k.startswith("lm.bert.pooler.")]
+        names = encoder_names(vics[group[0]].state)
         moved = [relative_distance(vics[i].state, cands[vics[i].base][2], names) for i in group]
         rows.append({"method": method, "victims": len(group),
                      "task accuracy": fmt(mean_ci(np.array([accuracy[i] for i in group]), m.ci_level, m.bootstrap, cfg.seed)),
