@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 import torch
 
-from ftaudit.config import ModelConfig, OptimConfig, RunConfig
+from ftaudit.config import DataConfig, ModelConfig, OptimConfig
 from ftaudit.data.digits import load_digits_task
 from ftaudit.data.keep import half_keep_matrix
 from ftaudit.dp import DPParams, calibrate_noise, check_epsilon, poisson_schedule
 from ftaudit.finetune.methods import get_method
-from ftaudit.scenarios.vision import QuerySet, fresh_state
+from ftaudit.studies.vision import QuerySet, fresh_state
 from ftaudit.signals.classifier import classifier_signals
 from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
 
@@ -44,8 +44,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Full backward hook")  # Opacus hooks on the input layer
     logging.disable(logging.WARNING)  # dp_accounting logs each fractional RDP order it gives up on
 
-    cfg = RunConfig()
-    task = load_digits_task(cfg.data, seed=0)
+    task = load_digits_task(DataConfig(), seed=0)
     template, init = fresh_state(ModelConfig(arch=args.arch), 10, seed=0)
     keep = half_keep_matrix(args.models, len(task.audit), seed=0)
     rows = [np.flatnonzero(k) for k in keep]

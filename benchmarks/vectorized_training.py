@@ -13,11 +13,11 @@ import time
 import numpy as np
 import torch
 
-from ftaudit.config import ModelConfig, OptimConfig, RunConfig
+from ftaudit.config import DataConfig, ModelConfig, OptimConfig
 from ftaudit.data.digits import load_digits_task
 from ftaudit.data.keep import half_keep_matrix
 from ftaudit.finetune.methods import get_method
-from ftaudit.scenarios.vision import QuerySet, fresh_state
+from ftaudit.studies.vision import QuerySet, fresh_state
 from ftaudit.signals.classifier import classifier_signals
 from ftaudit.train.schedule import make_schedule
 from ftaudit.train.trainers import n_training_views, train_loop, train_vectorized
@@ -32,8 +32,7 @@ def main() -> None:
     ap.add_argument("--augment", type=int, default=0, help="random pixel shifts in training (as the default study uses)")
     args = ap.parse_args()
 
-    cfg = RunConfig()
-    task = load_digits_task(cfg.data, seed=0)
+    task = load_digits_task(DataConfig(), seed=0)
     model_cfg = ModelConfig(arch=args.arch)
     template, init = fresh_state(model_cfg, 10, seed=0)
     keep = half_keep_matrix(args.models, len(task.audit), seed=0)

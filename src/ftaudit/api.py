@@ -11,11 +11,11 @@ from ftaudit.store.runs import Store, read_results
 from ftaudit.train.engine import Reporter
 
 
-def run(scenario: str = "finetune-mia", *, config: str | Path | None = None, overrides: list[str] | None = None,
+def run(study: str = "finetune-mia", *, config: str | Path | None = None, overrides: list[str] | None = None,
         reporter: Reporter | None = None, **settings: Any) -> RunResult:
     """Run a study. ``settings`` override config keys: ``section__key=value`` or a bare key
     (``epochs=30`` sets finetune.epochs; ``out="dir"`` the store)."""
-    cfg = build_config(scenario, config, overrides, **settings)
+    cfg = build_config(study, config, overrides, **settings)
     return run_pipeline(cfg, reporter)
 
 

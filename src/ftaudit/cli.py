@@ -1,4 +1,4 @@
-"""Command line: ``ftaudit run | scenarios | ls | report | config``.
+"""Command line: ``ftaudit run | studies | ls | report | config``.
 
 User mistakes print one line naming the field and the fix, and exit with status 2 (no traceback).
 """
@@ -39,10 +39,12 @@ def progress_reporter(enabled: bool) -> Iterator:
 
 @app.command()
 def run(
-    scenario: Optional[str] = typer.Argument(None, help="scenario name (default: the config's, else finetune-mia)"),
+    study: Optional[str] = typer.Argument(None, help="study name (default: the config's, else finetune-mia)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override a key: --set finetune.epochs=10"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help=f"store directory (default {DEFAULT_STORE})"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="repeat the study over N independent seeds "
+                                        "(seed, seed+1, …) and report the spread across seeds"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Run a study end to end and write its report."""
@@ -51,7 +53,9 @@ def run(
     from ftaudit.report import render_table
 
     overrides = list(set_) + ([f"out={out}"] if out else [])
-    cfg = build_config(scenario, config, overrides)
+    cfg = build_config(study, config, overrides)
+    if seeds is not None:
+        cfg = build_config(study, config, overrides + [f"seeds={list(range(cfg.seed + 1, cfg.seed + seeds))}"])
     with progress_reporter(not quiet) as reporter:
         result = run_pipeline(cfg, reporter)
     render_table(result.results, console)
@@ -64,11 +68,11 @@ def run(
 
 
 @app.command()
-def scenarios() -> None:
-    """List the scenarios, one line each."""
-    from ftaudit.scenarios import SCENARIOS
+def studies() -> None:
+    """List the studies, one line each."""
+    from ftaudit.studies import all_studies
 
-    for s in SCENARIOS.values():
+    for s in all_studies().values():
         console.print(f"[bold]{s.name}[/]  {s.description}")
 
 
@@ -84,10 +88,10 @@ def list_runs(out: str = typer.Option(DEFAULT_STORE, "--out", "-o", help="store 
     runs = RunDB(db_path).runs()
     table = Table()
     table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
-    for name in ("scenario", "created", "seed", "best attack"):
+    for name in ("study", "created", "seed", "best attack"):
         table.add_column(name)
     for r in runs:
-        table.add_row(r.run_id, r.scenario, r.created.replace("T", " ")[:16], str(r.seed), r.best_attack or "")
+        table.add_row(r.run_id, r.study, r.created.replace("T", " ")[:16], str(r.seed), r.best_attack or "")
     console.print(table)
 
 
@@ -108,7 +112,7 @@ def report(
 
 @app.command("config")
 def show_config(
-    scenario: Optional[str] = typer.Argument(None),
+    study: Optional[str] = typer.Argument(None),
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     set_: list[str] = typer.Option([], "--set", "-s"),
 ) -> None:
@@ -117,7 +121,7 @@ def show_config(
 
     from ftaudit.config import build_config
 
-    cfg = build_config(scenario, config, list(set_))
+    cfg = build_config(study, config, list(set_))
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False, highlight=False)
 
 

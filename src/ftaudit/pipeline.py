@@ -1,8 +1,8 @@
-"""The one pipeline: scenario output → attacks → metrics → store → report.
+"""The one pipeline: study output → evaluator (attacks) → metrics → store → report.
 
-Data flows one way. The scenario produces signals; attacks turn them into scores (pure functions);
-metrics turn scores into rates with bootstrap CIs; the store writes the run directory and its rows;
-the report draws what was stored.
+Data flows one way. The study produces signals and names the evaluator that scores them; attacks
+turn signals into scores (pure functions); metrics turn scores into rates with bootstrap CIs; the
+store writes the run directory and its rows; the report draws what was stored.
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import numpy as np
 import torch
 import yaml
 
-from ftaudit.attacks.evaluate import leave_one_out
 from ftaudit.attacks.registry import resolve_request
-from ftaudit.config import RunConfig
-from ftaudit.errors import UserError
+from ftaudit.config import StudyConfig
+from ftaudit.evaluation import HEADLINE_FPR, Evaluation, evaluate
 from ftaudit.metrics import roc_curve
+from ftaudit.pipeline_seeds import seed_spread_section
 from ftaudit.report import write_report
-from ftaudit.scenarios import Context, StudyOutput, get_scenario
-from ftaudit.scenarios.evaluate import HEADLINE_FPR, best_attack, summarize_pooled, tpr_at
+from ftaudit.studies import Context, StudyOutput, get_study
 from ftaudit.store.atomic import atomic_write_text
 from ftaudit.store.runs import Store, write_arrays, write_results
 from ftaudit.train.engine import Engine, Reporter
@@ -75,16 +74,17 @@ class RunResult:
         return self.path / "report.html"
 
 
-def validate_attacks(cfg: RunConfig) -> None:
-    resolve_request(cfg.attack.names, cfg.attack.params)  # fail before any training, not after it
-    if cfg.attack.targets > cfg.finetune.n_models:
-        raise UserError("attack.targets", f"{cfg.attack.targets} targets but only {cfg.finetune.n_models} models are trained",
-                        f"use at most {cfg.finetune.n_models}, or 0 for all")
+def validate_attacks(cfg: StudyConfig) -> None:
+    """A study with an ``attack`` section: refuse unknown attacks or parameters before any training."""
+    attack = getattr(cfg, "attack", None)
+    if attack is not None:
+        resolve_request(attack.names, attack.params)
 
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "safetensors", "matplotlib"):
+    for pkg in ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "safetensors", "matplotlib",
+                "transformers", "peft", "opacus", "dp-accounting"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -93,45 +93,46 @@ def versions() -> dict[str, str]:
     return out
 
 
-def make_run_id(cfg: RunConfig) -> str:
+def make_run_id(cfg: StudyConfig) -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256((cfg.model_dump_json() + str(time.time_ns())).encode()).hexdigest()[:6]
-    return f"{stamp}-{cfg.scenario}-{digest}"
+    return f"{stamp}-{cfg.study}-{digest}"
 
 
-def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
+def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResult:
     start = time.perf_counter()
-    scenario = get_scenario(cfg.scenario)
+    study = get_study(cfg.study)
     validate_attacks(cfg)
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     store = Store(cfg.out)
     store.clean_partial()
     ctx = Context(store=store, engine=Engine(store.models, cfg.engine, reporter), reporter=reporter)
-    out = scenario.run(cfg, ctx)
+    out = study.run(cfg, ctx)
+    ev = score(ctx, out, cfg)
+    if cfg.seeds:
+        repeats = {cfg.seed: ev}
+        for seed in cfg.all_seeds[1:]:
+            again = cfg.model_copy(update={"seed": seed, "seeds": []})
+            repeats[seed] = score(ctx, study.run(again, ctx), again)
+        out.sections.insert(0, seed_spread_section(repeats, cfg.metrics))
 
-    with ctx.stage("attacks"):
-        if out.pooled is not None:
-            pooled = out.pooled
-        else:
-            targets = list(range(cfg.attack.targets or out.signals.n_models))
-            pooled = leave_one_out(out.signals, cfg.attack.names, cfg.attack.params, targets, out.references)
     with ctx.stage("metrics"):
-        attacks = summarize_pooled(store.metrics, pooled, cfg.metrics, cfg.seed, out.descriptions)
+        pooled = ev.pooled
         curves = {name: np.stack(roc_curve(scores, pooled.labels)) for name, scores in pooled.scores.items()}
-        best = best_attack(attacks)
+        best = ev.best.name if ev.best else None
         exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
 
     run_id = make_run_id(cfg)
     package_versions = versions()
     results = {
-        "run_id": run_id, "scenario": cfg.scenario, "title": out.title,
+        "run_id": run_id, "study": cfg.study, "title": out.title,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "ftaudit_version": package_versions["ftaudit"], "config": cfg.model_dump(mode="json"), "versions": package_versions,
         "seeds": out.seeds, "timings": {}, "cache": {"models_trained": ctx.models_trained, "models_loaded": ctx.models_loaded},
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
-        "attacks": attacks, "skipped_attacks": dict(pooled.skipped), "best_attack": best,
-        "exposed": exposed, "notes": out.notes + findings(attacks),
+        "attacks": [a.to_dict() for a in ev.attacks], "skipped_attacks": dict(pooled.skipped), "best_attack": best,
+        "exposed": exposed, "notes": out.notes + findings(ev),
         "sections": [section.to_dict() for section in out.sections],
     }
     partial = store.new_run_dir(run_id)
@@ -144,7 +145,15 @@ def run_pipeline(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     return RunResult(run_id=run_id, path=final, results=results)
 
 
-def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: RunConfig, ctx: Context,
+def score(ctx: Context, out: StudyOutput, cfg: StudyConfig) -> Evaluation:
+    """The study's evaluator, then every attack's metrics with bootstrap CIs."""
+    with ctx.stage("attacks"):
+        out.evaluation.scores()
+    with ctx.stage("metrics"):
+        return evaluate(ctx.store.metrics, out.evaluation, cfg.metrics, cfg.seed)
+
+
+def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: StudyConfig, ctx: Context,
                out: StudyOutput, pooled, curves: dict, start: float) -> Path:
     """Fill the partial run directory (arrays, config, results, report), then rename it into place."""
     arrays = {"labels": pooled.labels, "example": pooled.example, "target": pooled.target, **out.audit_arrays}
@@ -166,7 +175,7 @@ def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
     """Examples the best attack flags most often when they are members: the fraction of an example's
     member rows scored above the 1 %-FPR threshold of all non-member rows; ties by mean member score."""
     scores, labels, example = pooled.scores[attack], pooled.labels, pooled.example
-    member_rate = out.member_rate if out.member_rate is not None else out.signals.keep.mean(axis=0)
+    member_rate = out.member_rate
     threshold = np.quantile(scores[~labels], 1 - HEADLINE_FPR) if (~labels).any() else np.inf
     n = int(example.max()) + 1 if example.size else 0
     hits = np.bincount(example[labels], weights=(scores[labels] > threshold), minlength=n)
@@ -181,17 +190,26 @@ def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
              "member_rate": float(member_rate[i])} for i in order]
 
 
-def findings(attacks: list[dict]) -> list[str]:
-    """Plain-language lines the report shows: does a calibrated attack beat LOSS at 1 % FPR?"""
-    by = {a["name"]: a for a in attacks}
-    if "loss" not in by:
+def findings(ev: Evaluation) -> list[str]:
+    """Plain-language lines the report shows: does the best calibrated attack beat LOSS at 1 % FPR?
+    Said only when the paired bootstrap CI of the TPR difference excludes zero."""
+    names = [a.name for a in ev.attacks]
+    calibrated = [a for a in ev.attacks if a.name.startswith(("lira", "rmia"))]
+    if "loss" not in names or not calibrated:
         return []
-    loss = by["loss"]
-    calibrated = [a for a in attacks if a["name"].startswith(("lira", "rmia"))]
-    if not calibrated:
-        return []
-    top = max(calibrated, key=lambda a: tpr_at(a, HEADLINE_FPR))
-    t_top, t_loss = tpr_at(top, HEADLINE_FPR), tpr_at(loss, HEADLINE_FPR)
-    ratio = f"{t_top / t_loss:.1f}×" if t_loss > 0 else "from zero"
-    verdict = "beats" if t_top > t_loss else "does not beat"
-    return [f"At 1 % FPR the best calibrated attack ({top['name']}, TPR {t_top:.1%}) {verdict} LOSS (TPR {t_loss:.1%}), {ratio}."]
+    top = max(calibrated, key=lambda a: (a.tpr_at(HEADLINE_FPR).value, a.auc.value))
+    diff = ev.compare("loss", top.name, HEADLINE_FPR)
+    t_top, t_loss = top.tpr_at(HEADLINE_FPR).value, ev.by_name("loss").tpr_at(HEADLINE_FPR).value
+    ratio = f", {t_top / t_loss:.1f}× LOSS's" if t_loss > 0 else ""
+    picked = f"picked after the fact as the best of {len(calibrated)} calibrated attacks" if len(calibrated) > 1 else "the only calibrated attack"
+    level = f"{ev.metrics.ci_level:.0%}"
+    diff_text = (f"TPR difference {diff.tpr_diff:+.1%} [{diff.tpr_diff_lo:+.1%}, {diff.tpr_diff_hi:+.1%}] "
+                 f"({level} paired bootstrap over audit examples)")
+    if diff.tpr_diff_lo > 0:
+        verdict = "beats LOSS"
+    elif diff.tpr_diff_hi < 0:
+        verdict = "is beaten by LOSS"
+    else:
+        verdict = "against LOSS: not resolved"
+    return [f"At 1 % FPR the best calibrated attack ({top.name}, {picked}; TPR {t_top:.1%}) {verdict} "
+            f"(LOSS TPR {t_loss:.1%}{ratio}; {diff_text})."]

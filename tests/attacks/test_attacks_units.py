@@ -123,7 +123,8 @@ def test_rmia_matches_brute_force(offline, gamma):
         assert got[n] == pytest.approx(np.mean(per_query), abs=1e-12)
 
 
-def test_balanced_references():
+def test_balanced_references_without_rng_take_the_first_of_each_side():
+    """The deterministic rule (TMI's shadows): the first m of each side in reference order."""
     keep = np.array([[1, 1, 0, 1], [1, 0, 0, 1], [0, 0, 0, 1], [1, 1, 0, 1], [0, 1, 0, 1]], dtype=bool)
     use = balanced_references(keep)
     # column 0: 3 IN (rows 0,1,3), 2 OUT (rows 2,4) -> first 2 of each side
@@ -131,6 +132,63 @@ def test_balanced_references():
     # columns 2 and 3 have one side only: keep everything
     assert use[:, 2].all() and use[:, 3].all()
     assert (keep & use).sum(0)[1] == (~keep & use).sum(0)[1] == 2
+
+
+def _random_keep(r, n, seed):
+    return np.random.default_rng(seed).random((r, n)) < np.linspace(0.0, 1.0, n)  # every IN share
+
+
+def test_balanced_references_use_m_of_each_side():
+    keep = _random_keep(9, 400, seed=1)
+    keep[:, :3] = [[True, False, True]] * 9  # columns 0 and 1: one side only
+    keep[0, 2] = False  # column 2: one OUT, eight IN
+    n_in = keep.sum(axis=0)
+    m = np.minimum(n_in, 9 - n_in)
+    for rng in (None, np.random.default_rng(0)):
+        use = balanced_references(keep, rng)
+        assert use.shape == keep.shape and use.dtype == np.bool_
+        both = m > 0
+        np.testing.assert_array_equal((keep & use).sum(axis=0)[both], m[both])
+        np.testing.assert_array_equal((~keep & use).sum(axis=0)[both], m[both])
+        assert use[:, ~both].all()  # an example lacking one side keeps all its references
+        assert use[0, 2] and use[:, 2].sum() == 2  # 1 OUT (row 0), 8 IN: m = 1
+    assert balanced_references(np.zeros((0, 4), dtype=bool), np.random.default_rng(0)).shape == (0, 4)
+
+
+def test_balanced_references_are_seeded():
+    keep = _random_keep(10, 50, seed=2)
+    draw = lambda seed: balanced_references(keep, np.random.default_rng(seed))  # noqa: E731
+    np.testing.assert_array_equal(draw(5), draw(5))
+    assert not np.array_equal(draw(5), draw(6))
+    # an AttackInput carries its seed: every attack on it sees the same draw, and it varies by seed
+    inp = _input(r=10, n=50, keep=keep)
+    np.testing.assert_array_equal(inp.ref_use, inp.ref_use)
+    np.testing.assert_array_equal(inp.ref_use, balanced_references(keep, np.random.default_rng(inp.ref_seed)))
+    other = AttackInput(**{**inp.__dict__, "ref_seed": inp.ref_seed + 1})
+    assert not np.array_equal(inp.ref_use, other.ref_use)
+    assert not np.array_equal(run_attack("lira-online", inp), run_attack("lira-online", other))
+
+
+def test_balanced_references_choose_uniformly():
+    """Over many seeds every reference of a side is used equally often, and each m-subset of the
+    larger side equally often (no positional bias)."""
+    keep = np.array([[1, 0], [0, 1], [1, 1], [1, 0], [0, 0], [1, 0]], dtype=bool)
+    # column 0: IN rows 0, 2, 3, 5 and OUT rows 1, 4 -> 2 of the 4 IN rows, both OUT rows
+    # column 1: IN rows 1, 2 and OUT rows 0, 3, 4, 5 -> both IN rows, 2 of the 4 OUT rows
+    draws = 3000
+    uses = np.stack([balanced_references(keep, np.random.default_rng([seed, 7])) for seed in range(draws)])
+    freq = uses.mean(axis=0)
+    np.testing.assert_array_equal(freq[keep[:, 0] == 0, 0], 1.0)
+    np.testing.assert_array_equal(freq[keep[:, 1] == 1, 1], 1.0)
+    tol = 4 * np.sqrt(0.25 / draws)  # 4 standard errors of a frequency with p = 1/2
+    assert np.abs(freq[keep[:, 0], 0] - 0.5).max() < tol, freq
+    assert np.abs(freq[~keep[:, 1], 1] - 0.5).max() < tol, freq
+    for col, side in ((0, keep[:, 0]), (1, ~keep[:, 1])):
+        pattern = uses[:, side, col] @ (1 << np.arange(side.sum()))
+        values, counts = np.unique(pattern, return_counts=True)
+        assert values.size == 6  # C(4, 2) subsets, each with probability 1/6
+        tol = 4 * np.sqrt(1 / 6 * 5 / 6 / draws)
+        assert np.abs(counts / draws - 1 / 6).max() < tol, counts
 
 
 def test_degenerate_references_never_give_nan():
@@ -177,6 +235,14 @@ def test_leave_one_out_pools_targets():
         np.testing.assert_array_equal(inp.ref_keep, signals.keep[[(t + 1) % 6, (t + 2) % 6, (t + 3) % 6]])
         rows = slice(i * 10, (i + 1) * 10)
         np.testing.assert_array_equal(pooled.scores["rmia-offline"][rows], run_attack("rmia-offline", inp, gamma=1.5))
+    # the seed draws which references are dropped: same seed, same scores; another seed, others
+    again = leave_one_out(signals, names, {"rmia-offline": {"gamma": 1.5}}, [4, 1], n_refs=3)
+    reseeded = leave_one_out(signals, ["lira-online"], {}, [4, 1], n_refs=3, seed=9)
+    np.testing.assert_array_equal(again.scores["rmia-offline"], pooled.scores["rmia-offline"])
+    assert not np.array_equal(reseeded.scores["lira-online"],
+                              leave_one_out(signals, ["lira-online"], {}, [4, 1], n_refs=3).scores["lira-online"])
+    np.testing.assert_array_equal(reseeded.scores["lira-online"][10:],
+                                  run_attack("lira-online", attack_input(signals, 1, reference_models(1, 6, 3), seed=9)))
     with pytest.raises(UserError):
         leave_one_out(signals, names, {}, [0], n_refs=6)
     with pytest.raises(UserError):

@@ -228,3 +228,33 @@ def test_the_victims_own_rows_never_train_its_metaclassifier():
     flip5[3] = ~flip5[3]
     np.testing.assert_array_equal(adapted_lira_scores(phi, keep5, [3]).scores[ADAPTED_LIRA],
                                   adapted_lira_scores(phi, flip5, [3]).scores[ADAPTED_LIRA])
+
+
+def test_the_registered_evaluator_pools_the_attacks_of_each_victim():
+    """``tmi-metaclassifiers`` through an evaluation request equals the attacks themselves; a memo
+    sees every victim, and only the missing ones are computed."""
+    from ftaudit.attacks.evaluators import EvaluationRequest
+    from ftaudit.attacks.tmi import MetaclassifierInputs
+
+    logits, keep = shifted_logits_world(6, 12, 3, 4, effect=1.5, seed=12)
+    direct = tmi_attacks(logits, keep, [3, 0], CFG)
+    pooled = EvaluationRequest("tmi-metaclassifiers", MetaclassifierInputs(logits, keep, [3, 0], CFG)).scores()
+    assert list(pooled.scores) == [TMI, ADAPTED_LIRA, GLOBAL_THRESHOLD]
+    for name, s in direct.scores.items():
+        np.testing.assert_allclose(pooled.scores[name], s)
+    for field in ("labels", "example", "target"):
+        np.testing.assert_array_equal(getattr(pooled, field), getattr(direct, field))
+    store = {0: {n: s[12:] for n, s in direct.scores.items()}}  # victim 0 already scored
+    asked = []
+
+    def memo(victims, compute):
+        missing = [i for i, v in enumerate(victims) if v not in store]
+        asked.append(missing)
+        store.update({victims[i]: d for i, d in zip(missing, compute(missing))})
+        return [store[v] for v in victims]
+
+    memoized = EvaluationRequest("tmi-metaclassifiers", MetaclassifierInputs(logits, keep, [3, 0], CFG, memo=memo))
+    np.testing.assert_allclose(memoized.scores().scores[TMI], direct.scores[TMI])
+    assert asked == [[0]]  # only victim 3, the first of [3, 0]
+    with pytest.raises(ValueError, match="output kind"):
+        MetaclassifierInputs(logits, keep, [0], CFG, kind="probabilities")

@@ -15,7 +15,7 @@ def run_cli(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, field", [
-    (["run", "no-such-scenario"], "scenario"),
+    (["run", "no-such-study"], "study"),
     (["run", "--set", "finetune.epochz=3"], "finetune.epochz"),
     (["run", "--set", "finetune.epochs=many"], "finetune.epochs"),
     (["run", "--set", "finetune.references=-2"], "finetune.references"),

@@ -46,7 +46,7 @@ def test_run_ls_report_and_cached_rerun(capsys, tmp_path, tiny_overrides):
     (run_dir / "report.html").unlink()
     cli("report", row.run_id[:-1], "--out", str(store))
     assert (run_dir / "report.html").is_file()
-    cli("scenarios")
+    cli("studies")
     assert "finetune-mia" in capsys.readouterr().out
 
 

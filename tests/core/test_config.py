@@ -1,12 +1,13 @@
 import pytest
 
-from ftaudit.config import RunConfig, build_config, config_keys, parse_override
+from ftaudit.config import build_config, config_keys, parse_override
+from ftaudit.studies.digits.config import FinetuneMIAConfig
 from ftaudit.errors import UserError
 
 
 def test_defaults_validate_and_models_even():
     cfg = build_config()
-    assert cfg.scenario == "finetune-mia"
+    assert cfg.study == "finetune-mia" and isinstance(cfg, FinetuneMIAConfig)
     assert cfg.finetune.n_models % 2 == 0 and cfg.finetune.n_models >= cfg.finetune.references + 1
 
 
@@ -60,4 +61,33 @@ def test_override_values_are_yaml():
 def test_config_keys_cover_every_leaf():
     keys = {k for k, _, _ in config_keys()}
     assert {"finetune.epochs", "attack.shifts", "metrics.bootstrap", "engine.vectorized"} <= keys
-    assert all("." in k or k in RunConfig.model_fields for k in keys)
+    assert all("." in k or k in FinetuneMIAConfig.model_fields for k in keys)
+
+
+def test_each_study_has_its_own_schema():
+    """A key a study does not read is not in its schema: an error, never silently ignored."""
+    with pytest.raises(UserError) as info:
+        build_config("finetune-mia", None, ["sweep.lrs=[0.1]"])
+    assert info.value.field == "sweep"
+    assert build_config("methods", None, ["sweep.lrs=[0.1]"]).sweep.lrs == [0.1]
+    with pytest.raises(UserError) as info:
+        build_config("dp-finetune", None, ["finetune.lr=0.1"])  # the DP study searches its learning rates
+    assert info.value.field == "finetune.lr"
+
+
+def test_study_from_file_and_argument(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("study: methods\nsweep: {lrs: [0.01]}\n")
+    assert build_config(None, f).study == "methods"
+    with pytest.raises(UserError) as info:
+        build_config("nope")
+    assert info.value.field == "study"
+
+
+def test_cross_field_errors_name_the_field():
+    with pytest.raises(UserError) as info:
+        build_config("methods", None, ["attack.names=[loss]"])
+    assert info.value.field == "sweep.attack"
+    with pytest.raises(UserError) as info:
+        build_config(None, None, ["attack.targets=99"])
+    assert info.value.field == "attack.targets"

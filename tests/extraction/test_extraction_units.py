@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from ftaudit.attacks.extraction import (Candidates, SamplingSpec, any_sample_rate, candidates, extraction_rates,
-                                        ranking_scores, sample_continuations, suffix_nll)
+from ftaudit.attacks.extraction import Candidates, any_sample_rate, candidates, extraction_rates, ranking_scores, suffix_nll
 from ftaudit.models.lm import initial_state, tiny_gpt2
+from ftaudit.signals.generation import SamplingSpec, sample_continuations
 
 
 def hand_case():

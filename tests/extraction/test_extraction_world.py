@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ftaudit.attacks.extraction import SamplingSpec, candidates, extraction_rates, ranking_scores, sample_continuations, suffix_nll
+from ftaudit.attacks.extraction import candidates, extraction_rates, ranking_scores, suffix_nll
+from ftaudit.signals.generation import SamplingSpec, sample_continuations
 from ftaudit.config import EngineConfig, OptimConfig
 from ftaudit.data.text import load_corpus, make_blocks
 from ftaudit.finetune.methods import get_method

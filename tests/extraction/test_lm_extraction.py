@@ -14,9 +14,9 @@ from ftaudit.cli import main
 from ftaudit.store.db import RunDB
 
 TINY = ["lm.vocab_size=300", "lm.block_len=32", "lm.pretrain_blocks=96", "lm.pretrain_epochs=2", "lm.pretrain_lr=0.01",
-        "lm.n_layer=1", "lm.n_embd=32", "lm.batch_size=8", "extraction.repetitions=[1,4,16]", "extraction.canaries=3",
-        "extraction.finetune_blocks=96", "extraction.prompts=4", "extraction.finetune_epochs=8",
-        "extraction.finetune_lr=0.01", "extraction.samples=4", "extraction.prefix_len=8", "extraction.suffix_len=6",
+        "lm.n_layer=1", "lm.n_embd=32", "lm.pretrain_batch_size=8", "finetune.batch_size=8", "extraction.repetitions=[1,4,16]", "extraction.canaries=3",
+        "extraction.finetune_blocks=96", "extraction.prompts=4", "finetune.epochs=8",
+        "finetune.lr=0.01", "extraction.samples=4", "extraction.prefix_len=8", "extraction.suffix_len=6",
         "metrics.bootstrap=100"]
 
 
@@ -98,9 +98,20 @@ def test_rerun_trains_nothing(run, store):
     assert again["cache"]["models_trained"] == 0 and again["sections"] == results["sections"]
 
 
+def test_stored_config_reruns_to_the_same_results(run, store):
+    results, run_dir = run
+    try:
+        main(["run", "-q", "-c", str(run_dir / "config.yaml")])
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+    again = json.loads((Path(RunDB(store / "ftaudit.sqlite").runs()[-1].path) / "results.json").read_text())
+    assert again["config"] == results["config"] and again["sections"] == results["sections"]
+    assert again["attacks"] == results["attacks"] and again["cache"]["models_trained"] == 0
+
+
 @pytest.mark.parametrize("override, field", [
     (["extraction.suffix_len=30"], "extraction.suffix_len"),
-    (["finetune.epochs=3"], "finetune.epochs"),
+    (["extraction.finetune_epochs=3"], "extraction.finetune_epochs"),  # moved to finetune.epochs
     (["extraction.canaries=20"], "extraction"),
     (["extraction.references=100"], "extraction.references"),
     (["lm.pretrain_corpus=wikitext2-test"], "lm.pretrain_corpus"),

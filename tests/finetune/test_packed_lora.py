@@ -133,8 +133,8 @@ def test_engine_trains_lora_groups_packed_when_asked(tmp_path, monkeypatch):
     packed = Engine(ModelCache(tmp_path / "p"), EngineConfig(packed_lora=True, pack_rows=4)).train(group(trainable))
     loop = Engine(ModelCache(tmp_path / "l"), EngineConfig(vectorized=False)).train(group(trainable))
     assert calls == [4]
-    for key in packed.keys:
-        a, b = packed.cache.load(key), loop.cache.load(key)
+    assert not set(packed.keys) & set(loop.keys)  # the trainer is part of the key: equal to tolerance, not bit for bit
+    for a, b in zip(packed.states(), loop.states()):
         for name in trainable:
             assert torch.allclose(a[name], b[name], atol=1e-5), name
     Engine(ModelCache(tmp_path / "f"), EngineConfig(packed_lora=True, vectorized=False)).train(

@@ -1,4 +1,4 @@
-"""The ``forgetting`` scenario end to end on a small configuration, and its config errors."""
+"""The ``forgetting`` study end to end on a small configuration, and its config errors."""
 import json
 
 import pytest
@@ -10,7 +10,7 @@ SMALL = ["forgetting.models=8", "forgetting.train_size=200", "forgetting.populat
          "forgetting.per_repetition=40", "forgetting.repetitions=[1,8]", "forgetting.inject_per_step=16",
          "forgetting.inject_step=60", "forgetting.repeat_gap=8", "forgetting.poison_epochs=20",
          "forgetting.checkpoints=[0,10,40]", "forgetting.augment=0", "forgetting.arch=mlp",
-         "model.hidden=[64]", "metrics.bootstrap=100", "attack.shifts=0"]
+         "forgetting.hidden=[64]", "metrics.bootstrap=100", "attack.shifts=0"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_rerun_takes_every_checkpoint_from_the_cache(small):
 @pytest.mark.parametrize("override, field", [
     ("forgetting.repeat_gap=2", "forgetting.repeat_gap"),
     ("forgetting.inject_step=10", "forgetting.inject_step"),
-    ("model.arch=cnn", "model.arch"),
+    ("model.arch=cnn", "model"),  # no model section: the network is forgetting.arch / hidden / channels
     ("forgetting.attack=reference", "forgetting.attack"),
     ("forgetting.models=7", "forgetting"),
     ("forgetting.checkpoints=[10,5]", "forgetting"),

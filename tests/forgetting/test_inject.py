@@ -6,7 +6,8 @@ import torch
 from ftaudit.config import ModelConfig, OptimConfig
 from ftaudit.data.keep import half_keep_matrix
 from ftaudit.models.vision import build_model
-from ftaudit.store.cache import ArrayCache
+from ftaudit.store.runs import Store
+from ftaudit.studies.base import Context
 from ftaudit.train.schedule import steps_per_epoch
 from ftaudit.train.inject import (concat, epochs_for, inject, injection_plan, model_seeds, pass_width,
                                   train_checkpointed)
@@ -100,8 +101,10 @@ def _job(deterministic: bool, run_seed: int = 0, n_models: int = 4):
         return {"w": torch.stack([s["head.weight"] for s in states]).numpy()}
 
     def run(cache_dir):
-        return train_checkpointed(ArrayCache(cache_dir, "signals"), template, {"arch": "mlp"}, inits, list(inits[0]),
-                                  optim, x, y, "ab" * 32, sched, [16, 30], measure, "m1", ["w"], deterministic)
+        ctx = Context(store=Store(cache_dir), engine=None)  # the study's ctx.cached, bound to a kind
+        return train_checkpointed(lambda keys, compute: ctx.cached("signals", keys, compute), template, {"arch": "mlp"},
+                                  inits, list(inits[0]), optim, x, y, "ab" * 32, sched, [16, 30], measure, "m1", ["w"],
+                                  deterministic)
     return run
 
 

@@ -9,10 +9,10 @@ from ftaudit.store.db import RunDB
 
 # A 1-layer, 32-wide model on 16-token blocks: pretrains and fine-tunes 4 models in a few seconds.
 TINY = ["lm.vocab_size=300", "lm.block_len=16", "lm.n_blocks=48", "lm.population=16", "lm.pretrain_blocks=96",
-        "lm.pretrain_epochs=2", "lm.pretrain_lr=0.01", "lm.n_layer=1", "lm.n_embd=32", "lm.batch_size=8",
+        "lm.pretrain_epochs=2", "lm.pretrain_lr=0.01", "lm.n_layer=1", "lm.n_embd=32", "lm.pretrain_batch_size=8", "finetune.batch_size=8",
         "finetune.references=3", "metrics.bootstrap=100", "metrics.exposed=5"]
 # Fine-tuned until the models memorise their halves: membership is then known to show.
-MEMORISE = ["lm.finetune_epochs=12", "lm.mlm_epochs=12", "lm.finetune_lr=0.01"]
+MEMORISE = ["finetune.epochs=12", "finetune.lr=0.01"]
 
 
 def sets(overrides: list[str], store: Path) -> list[str]:

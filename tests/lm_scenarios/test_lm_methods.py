@@ -10,9 +10,9 @@ METHODS = ["full", "head", "adapters", "lora"]
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    overrides = TINY + [f"lm.methods=[{', '.join(METHODS)}]", "lm.lrs=[0.001, 0.01]", "lm.method_references=3",
-                        "lm.finetune_epochs=4", "lm.finetune_lr=0.01", "finetune.method=head", "lm.reference=base",
-                        "lm.block_len=24", "lm.canaries=4", "lm.canary_references=63"]  # a canary takes 22 tokens here
+    overrides = TINY + [f"sweep.methods=[{', '.join(METHODS)}]", "sweep.lrs=[0.001, 0.01]", "finetune.references=3",
+                        "finetune.epochs=4", "finetune.lr=0.01", "finetune.method=head", "lm.reference=base",
+                        "lm.block_len=24", "sweep.canaries=4", "sweep.canary_references=63"]  # a canary takes 22 tokens here
     return cli_run("lm-methods", overrides, tmp_path_factory.mktemp("methods") / "store")
 
 
@@ -76,5 +76,5 @@ def test_canary_longer_than_a_block_exits_2_before_training(cli_error, tmp_path)
 
 
 def test_unknown_method_attack_exits_2(cli_error, tmp_path):
-    code, err = cli_error("lm-methods", TINY + ["lm.method_attack=nope"], tmp_path / "store")
-    assert code == 2 and err.startswith("error: lm.method_attack")
+    code, err = cli_error("lm-methods", TINY + ["sweep.attack=nope"], tmp_path / "store")
+    assert code == 2 and err.startswith("error: sweep.attack")

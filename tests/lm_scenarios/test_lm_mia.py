@@ -3,11 +3,16 @@ fine-tuned until they memorise their halves must be caught by every LM attack; a
 nothing; bad LM settings stop with one line naming the field (exit 2) before any training."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from lm_worlds import MEMORISE, TINY, cli_run
 
-from ftaudit.scenarios.lm_study import DEFAULT_ATTACKS, CAUSAL
+from ftaudit.cli import main
+from ftaudit.store.db import RunDB
+from ftaudit.studies.lm.config import CAUSAL_ATTACKS
 
 LM_ATTACKS = ["loss", "zlib", "min-k", "min-k++", "lm-ratio", "ref-ratio", "lira-online-global", "rmia-online"]
 
@@ -25,7 +30,7 @@ def memorised(store):
 def test_report_and_every_lm_attack(memorised):
     results, run_dir = memorised
     names = [a["name"] for a in results["attacks"]]
-    assert names == DEFAULT_ATTACKS[CAUSAL]
+    assert names == CAUSAL_ATTACKS
     assert (run_dir / "report.html").stat().st_size > 10_000
     titles = [s["title"] for s in results["sections"]]
     assert titles[0] == "Setup" and titles[1].startswith("Most exposed blocks")
@@ -56,11 +61,24 @@ def test_rerun_trains_and_queries_nothing(memorised, store):
     assert again["attacks"] == results["attacks"]
 
 
+def test_stored_config_reruns_to_the_same_results(memorised, store):
+    """The run's config.yaml (every key, defaults included) re-runs to identical results: no
+    behaviour depends on which keys were set (the attack list stays the LM one)."""
+    results, run_dir = memorised
+    try:
+        main(["run", "-q", "-c", str(run_dir / "config.yaml")])
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+    again = json.loads((Path(RunDB(store / "ftaudit.sqlite").runs()[-1].path) / "results.json").read_text())
+    assert again["config"] == results["config"] and again["attacks"] == results["attacks"]
+    assert again["cache"]["models_trained"] == 0
+
+
 def test_gentler_fine_tuning_leaks_less(memorised, store):
     """One epoch at a small learning rate: every attack finds less than on the memorised world, and
     with lm.reference=base the second-reference attack is skipped, not faked."""
     strong = {a["name"]: a["auc"]["value"] for a in memorised[0]["attacks"]}
-    results, _ = cli_run("lm-mia", TINY + ["lm.finetune_epochs=1", "lm.finetune_lr=1e-4", "lm.reference=base"], store)
+    results, _ = cli_run("lm-mia", TINY + ["finetune.epochs=1", "finetune.lr=1e-4", "lm.reference=base"], store)
     gentle = {a["name"]: a["auc"]["value"] for a in results["attacks"]}
     for name in ("loss", "min-k", "lm-ratio", "lira-online-global"):
         assert gentle[name] < strong[name] - 0.1, (name, gentle[name], strong[name])
@@ -68,7 +86,7 @@ def test_gentler_fine_tuning_leaks_less(memorised, store):
 
 
 def test_vectorized_trainer_gives_the_same_study(memorised, tmp_path):
-    """The LM scenarios train one model at a time unless engine.vectorized is set; set, the vmapped
+    """The LM studies train one model at a time unless engine.vectorized is set; set, the vmapped
     trainer computes the same models (to float tolerance), so the attacks agree."""
     results, _ = cli_run("lm-mia", TINY + MEMORISE + ["engine.vectorized=true"], tmp_path / "store")
     loop = {a["name"]: a["auc"]["value"] for a in memorised[0]["attacks"]}
@@ -78,10 +96,11 @@ def test_vectorized_trainer_gives_the_same_study(memorised, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, field", [
-    (["finetune.epochs=3"], "finetune.epochs"),
-    (["pretrain.lr=0.1"], "pretrain.lr"),
-    (["pretrain.optimizer=sgd"], "pretrain.optimizer"),
-    (["finetune.augment=1"], "finetune.augment"),
+    (["lm.finetune_epochs=3"], "lm.finetune_epochs"),  # moved to finetune.epochs
+    (["pretrain.lr=0.1"], "pretrain"),  # the tiny base's recipe is lm.pretrain_*
+    (["pretrain.optimizer=sgd"], "pretrain"),
+    (["finetune.augment=1"], "finetune.augment"),  # no pixel shifts for text
+    (["attack.shifts=1"], "attack.shifts"),
     (["lm.model=tiny-bert"], "lm.model"),
     (["lm.model=/no/such/model/dir"], "lm.model"),
     (["lm.pretrain_corpus=wikitext2-test"], "lm.pretrain_corpus"),
@@ -89,7 +108,7 @@ def test_vectorized_trainer_gives_the_same_study(memorised, tmp_path):
     (["lm.n_blocks=100000"], "lm.n_blocks"),
     (["lm.n_head=3"], "lm"),
     (["lm.reference=/no/such/reference"], "lm.reference"),
-    (["finetune.dp.epsilon=8"], "finetune.dp.epsilon"),
+    (["finetune.dp.epsilon=8"], "finetune.dp"),  # the LM studies fine-tune without DP
 ])
 def test_bad_lm_config_exits_2_before_training(cli_error, tmp_path, overrides, field):
     code, err = cli_error("lm-mia", TINY + overrides, tmp_path / "store")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from lm_worlds import MEMORISE, TINY, cli_run
 
-from ftaudit.attacks.evaluate import PooledScores
-from ftaudit.scenarios.lm_study import DEFAULT_ATTACKS, MASKED
-from ftaudit.scenarios.mlm_ratio import paired_gain
+from ftaudit.metrics.paired import paired_difference
+from ftaudit.studies.lm.config import MASKED_ATTACKS
+from ftaudit.studies.lm.mlm_ratio import significant
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def memorised(tmp_path_factory):
 
 def test_report_compares_pll_with_the_ratios(memorised):
     results, run_dir = memorised
-    assert [a["name"] for a in results["attacks"]] == DEFAULT_ATTACKS[MASKED]
+    assert [a["name"] for a in results["attacks"]] == MASKED_ATTACKS
     section = results["sections"][0]
     assert section["title"] == "PLL alone vs likelihood ratio"
     verdict = section["text"][1]
@@ -36,21 +36,21 @@ def test_masked_lm_attacks_find_members(memorised):
         assert auc[name]["lo"] > 0.5, (name, auc[name])
 
 
-def _pooled(scores: dict, labels, example) -> PooledScores:
-    return PooledScores(scores=scores, labels=labels, example=example, target=np.zeros(len(labels), dtype=np.int64))
-
-
 def test_paired_gain_of_an_attack_over_itself_is_nil_and_a_better_one_gains():
+    """The verdict's paired comparison (ftaudit.metrics.paired, generalised from this study's paired gain)."""
     rng = np.random.default_rng(0)
     n = 400
     labels = np.tile([True, False], n // 2)
     example = np.arange(n) // 2
     weak = rng.normal(size=n) + 0.2 * labels
     strong = weak + 2.0 * labels
-    same = paired_gain(_pooled({"a": weak, "b": weak}, labels, example), "a", "b", 0.01, 200, 0.95, 0)
-    assert same["auc_gain"] == same["auc_gain_lo"] == same["auc_gain_hi"] == 0.0
-    assert same["tpr_factor"] == same["tpr_factor_lo"] == same["tpr_factor_hi"] == 1.0
-    better = paired_gain(_pooled({"a": weak, "b": strong}, labels, example), "a", "b", 0.1, 200, 0.95, 0)
-    assert better["auc_gain_lo"] > 0.2 and better["tpr_factor_lo"] > 1.5
-    worse = paired_gain(_pooled({"a": strong, "b": weak}, labels, example), "a", "b", 0.1, 200, 0.95, 0)
-    assert worse["auc_gain_hi"] < 0 and worse["tpr_factor_hi"] < 1
+    same = paired_difference(weak, weak, labels, example, 0.01, 200, 0.95, 0)
+    assert same.auc_diff == same.auc_diff_lo == same.auc_diff_hi == 0.0
+    assert same.tpr_factor == same.tpr_factor_lo == same.tpr_factor_hi == 1.0
+    assert not significant(same)
+    better = paired_difference(weak, strong, labels, example, 0.1, 200, 0.95, 0)
+    assert better.auc_diff_lo > 0.2 and better.tpr_factor_lo > 1.5
+    assert significant(better)
+    worse = paired_difference(strong, weak, labels, example, 0.1, 200, 0.95, 0)
+    assert worse.auc_diff_hi < 0 and worse.tpr_factor_hi < 1
+    assert not significant(worse)

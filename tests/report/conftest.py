@@ -41,11 +41,11 @@ def attack_entry(name: str, auc: float, tprs: tuple[float, float, float]) -> dic
 def base_results() -> dict:
     return {
         "run_id": RUN_ID,
-        "scenario": "finetune-mia",
+        "study": "finetune-mia",
         "title": "Membership of the fine-tuning data (digits)",
         "created": "2026-11-23T18:15:00+00:00",
         "ftaudit_version": "0.1.0",
-        "config": {"scenario": "finetune-mia", "data": {"name": "digits", "n_audit": N_EXAMPLES},
+        "config": {"study": "finetune-mia", "data": {"name": "digits", "n_audit": N_EXAMPLES},
                    "attacks": list(ATTACKS), "train": {"epochs": 3, "lr": 0.01}},
         "versions": {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.4.6"},
         "seeds": {"run": 0, "pretrain": 123, "models": [1, 2, 3, 4]},

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from ftaudit.report.html import render_html
-from ftaudit.scenarios.base import Figure, Section, Series, StudyOutput
+from ftaudit.report.blocks import Figure, ReportSection, Series
 
 
 def _section() -> dict:
-    return Section(
+    return ReportSection(
         title="Leakage vs utility",
         text=["Each point is one method at one learning rate."],
         table=[{"method": "head", "lr": 0.01, "auc": 0.61}, {"method": "full", "lr": 0.001, "auc": 0.66}],
@@ -32,8 +32,3 @@ def test_malformed_figure_is_a_problem_not_a_crash(make_run, results):
     results["sections"] = [sec]
     html = render_html(make_run(results))
     assert "not drawn" in html and "Leakage vs utility" in html
-
-
-def test_study_output_needs_signals_or_pooled_scores_not_both():
-    with pytest.raises(ValueError, match="either signals"):
-        StudyOutput(title="t", signals=None, references=2, utility=[], audit_arrays={}, models=[], seeds={})

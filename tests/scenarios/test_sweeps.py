@@ -8,7 +8,7 @@ from ftaudit.errors import UserError
 
 BASE = ["model.arch=mlp", "model.hidden=[64]", "data.audit_size=96", "data.population_size=60",
         "pretrain.epochs=10", "pretrain.augment=0", "finetune.augment=0", "metrics.bootstrap=100",
-        "sweep.references=5"]
+        "finetune.references=5"]
 
 
 def _section(res, title_start):
@@ -16,7 +16,7 @@ def _section(res, title_start):
 
 
 def test_methods_study_compares_every_method_at_matched_accuracy(tmp_path):
-    res = ftaudit.run("methods", overrides=BASE + ["sweep.epochs=6", "sweep.lrs=[0.003]",
+    res = ftaudit.run("methods", overrides=BASE + ["finetune.epochs=6", "sweep.lrs=[0.003]",
                                                    "sweep.methods=[full, head, lora]", f"out={tmp_path}"])
     grid = _section(res, "Leakage vs utility")
     assert [r["method"] for r in grid["table"]] == ["full", "head", "lora"]
@@ -27,12 +27,14 @@ def test_methods_study_compares_every_method_at_matched_accuracy(tmp_path):
     assert grid["table"][1]["trainable params"] < grid["table"][2]["trainable params"] < grid["table"][0]["trainable params"]
     matched = _section(res, "At matched accuracy")
     assert {r["method"] for r in matched["table"]} == {"full", "head", "lora"}
+    verdict = matched["text"][-1]  # most/least leaking named only when the CI of the difference excludes zero
+    assert ("leaks most" in verdict and "[+" in verdict) or "not resolved" in verdict
     assert res.report.is_file() and "Pareto" in res.report.read_text()
 
 
 def test_dp_study_audit_never_exceeds_the_accounted_epsilon(tmp_path):
     res = ftaudit.run("dp-finetune", overrides=BASE + [
-        "sweep.dp_epochs=12", "sweep.dp_lrs=[0.005]", "sweep.clips=[1.0]", "sweep.epsilons=[0.5, .inf]",
+        "finetune.epochs=12", "sweep.lrs=[0.005]", "sweep.clips=[1.0]", "sweep.epsilons=[0.5, .inf]",
         "sweep.subsets=[head, layers, full]", "sweep.canaries=24", f"out={tmp_path}"])
     frontier = _section(res, "Privacy–utility frontier")
     assert len(frontier["table"]) == 2 * 3

@@ -1,13 +1,15 @@
-"""The victim's API: it exposes what an API would (answers, a query count, timing) and nothing else."""
+"""The victim's API: it exposes what an API would (answers, a query count) and nothing else; the
+attacker times its own calls."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ftaudit.models.lm import bert_classifier, tiny_bert
-from ftaudit.stealing.blackbox import BlackBox, QueryBudgetExceeded
+from ftaudit.studies.stealing.blackbox import BlackBox, QueryBudgetExceeded
+from ftaudit.studies.stealing.latency import timed_call
 
-PUBLIC = {"query", "timed_query", "queries_used", "n_classes", "top1"}
+PUBLIC = {"query", "queries_used", "n_classes", "top1"}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_queries_are_counted_and_a_budget_is_enforced(victim):
     bb = BlackBox(victim, budget=10)
     assert bb.queries_used == 0
     bb.query(ids(4))
-    answers, seconds = bb.timed_query(ids(6))
+    answers, seconds = timed_call(bb.query, ids(6))
     assert bb.queries_used == 10 and seconds > 0 and answers.shape == (6, 3)
     with pytest.raises(QueryBudgetExceeded):
         bb.query(ids(1))

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from ftaudit.models.lm import bert_classifier, initial_state, tiny_bert
-from ftaudit.stealing.identify import encoder_features, identify_base, probe_score
-from ftaudit.stealing.pruning import change_recall, relative_distance, top_fraction_masks
+from ftaudit.studies.stealing.identify import encoder_features, identify_base, probe_score
+from ftaudit.studies.stealing.pruning import change_recall, relative_distance, top_fraction_masks
 
 
 def test_probe_prefers_the_features_that_generated_the_answers():
@@ -58,7 +58,7 @@ def test_gradient_scores_equal_per_batch_gradients_summed_by_hand():
     an element the loss does not reach scores 0 under both."""
     from torch import nn
 
-    from ftaudit.stealing.pruning import gradient_scores
+    from ftaudit.studies.stealing.pruning import gradient_scores
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ftaudit.cli import main
 from ftaudit.store.db import RunDB
 
-TINY = ["lm.vocab_size=300", "stealing.candidates=['1x32:wikitext2:0','1x32:shakespeare:0','2x64:wikitext2:0']",
+TINY = ["stealing.vocab_size=300", "stealing.candidates=['1x32:wikitext2:0','1x32:shakespeare:0','2x64:wikitext2:0']",
         "stealing.block_len=32", "stealing.pretrain_blocks=512", "stealing.pretrain_epochs=8", "stealing.task_corpus=wikitext2", "stealing.classes=2", "stealing.train_per_class=32",
         "stealing.test_per_class=16", "stealing.victim_methods=['head','full']", "stealing.victim_seeds=1",
         "stealing.victim_epochs=12", "stealing.id_budgets=[8,48]", "stealing.budgets=[16,48]", "stealing.distill_steps=12",
@@ -57,6 +58,23 @@ def test_report_has_every_step(run):
     store_root = Path(results["config"]["out"])
     dirs = list((store_root / "cache" / "candidates").glob("*/config.json"))
     assert len(dirs) == 3
+
+
+def test_confidence_intervals_are_clustered_by_victim(run):
+    """The pooled (victim, candidate) rows' cluster is the victim: 6 victims × 3 candidates here, every
+    victim's rows one cluster, one member (its base) each; the member rate is per victim."""
+    results, record = run
+    arrays = Path(record.path) / "arrays"
+    example, target, labels = (np.load(arrays / f"{n}.npy") for n in ("example", "target", "labels"))
+    n_victims = 2 * 1 * 3  # methods × seeds × candidates
+    np.testing.assert_array_equal(example, np.repeat(np.arange(n_victims), 3))
+    np.testing.assert_array_equal(target, example)
+    assert np.bincount(example, weights=labels).tolist() == [1.0] * n_victims
+    assert all(e["member_rate"] == pytest.approx(1 / 3) for e in results["exposed"])
+    detection = section(results, "Base identification as detection")["table"]
+    assert {r["attack"] for r in detection if r["AUC"]} == {"probe-fit", "latency", "latency+probe"}
+    assert all(r["verdict (AUC)"] in ("not resolved", f"{r['attack']} beats {r['paired against']}",
+                                      f"{r['paired against']} beats {r['attack']}") for r in detection if r["paired against"])
 
 
 def test_victims_learn_their_task(run):
@@ -108,7 +126,8 @@ def test_rerun_trains_nothing(run, store):
     ("stealing.id_budgets=[2]", "stealing"),
     ("stealing.victim_lrs={'full':0.001}", "stealing"),
     ("stealing.latency_lengths=[8,64]", "stealing"),
-    ("lm.block_len=16", "lm.block_len"),
+    ("stealing.budgets=[2,48]", "stealing.budgets"),
+    ("lm.block_len=16", "lm"),  # not in the study's schema (stealing.block_len is)
 ])
 def test_bad_settings_exit_2(override, field, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:

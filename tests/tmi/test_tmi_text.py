@@ -11,11 +11,11 @@ import pytest
 from ftaudit.cli import main
 from ftaudit.store.db import RunDB
 
-TINY = ["tmi_text.shadows=8", "tmi_text.pool=32", "tmi_text.finetune_blocks=16", "tmi_text.block_len=16",
-        "tmi_text.vocab_size=300", "tmi_text.n_layer=1", "tmi_text.n_embd=32", "tmi_text.pretrain_epochs=15",
-        "tmi_text.finetune_epochs=1", "tmi_text.augmentations=2", "tmi_text.augmentation_counts=[1]",
-        "tmi_text.shadow_counts=[4]", "tmi_text.methods=[head]", "tmi_text.epsilons=[8]", "tmi_text.sweep_victims=2",
-        "tmi_text.meta_epochs=30", "metrics.bootstrap=100"]
+TINY = ["tmi.shadows=8", "tmi.pool=32", "tmi.finetune_blocks=16", "tmi.block_len=16",
+        "tmi.vocab_size=300", "tmi.n_layer=1", "tmi.n_embd=32", "tmi.pretrain_epochs=15",
+        "tmi.finetune_epochs=1", "tmi.augmentations=2", "tmi.augmentation_counts=[1]",
+        "tmi.shadow_counts=[4]", "tmi.methods=[head]", "tmi.epsilons=[8]", "tmi.sweep_victims=2",
+        "tmi.meta_epochs=30", "metrics.bootstrap=100"]
 SECTIONS = ["Most exposed pretraining blocks (TMI)", "Sweep: number of shadow models", "Sweep: fine-tuning method",
             "Sweep: DP fine-tuning", "Sweep: number of augmented queries"]
 
@@ -49,9 +49,9 @@ def test_cli_run_writes_the_report_and_members_score_higher(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override, field, fix", [
-    ("finetune.epochs=3", "finetune.epochs", "tmi_text.finetune_epochs"),
-    ("tmi_text.pool=100000", "tmi_text.pool", "tmi_text.block_len"),
-    ("tmi_text.finetune_corpus=/no/such/file.txt", "tmi_text.finetune_corpus", "existing"),
+    ("finetune.epochs=3", "finetune.epochs", "ftaudit config"),  # not in tmi-text's schema (tmi.finetune_epochs is)
+    ("tmi.pool=100000", "tmi.pool", "tmi.block_len"),
+    ("tmi.finetune_corpus=/no/such/file.txt", "tmi.finetune_corpus", "existing"),
 ])
 def test_bad_text_settings_are_one_line_errors(tmp_path, capsys, override, field, fix):
     with pytest.raises(SystemExit) as info:

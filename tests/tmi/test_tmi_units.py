@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ftaudit.attacks.tmi import clip_rows, shifted_logits_world, tmi_attacks
-from ftaudit.config import RunConfig, build_config
+from ftaudit.attacks.tmi import clip_rows, shifted_logits_world, text_features, tmi_attacks, victim_scores
+from ftaudit.config import build_config
 from ftaudit.errors import UserError
-from ftaudit.scenarios.base import Context
-from ftaudit.scenarios.tmi import check_config, mislabel, query_views
-from ftaudit.scenarios.tmi_sweeps import Outputs, attack_cell, meta_config, text_features, victim_scores
-from ftaudit.scenarios.tmi_text import token_phi, token_summary, token_views
 from ftaudit.store.runs import Store
+from ftaudit.studies.base import Context
+from ftaudit.studies.tmi.digits import mislabel, query_views
+from ftaudit.studies.tmi.scoring import DESCRIPTIONS, Outputs, Scorer, meta_config
+from ftaudit.studies.tmi.text_world import token_phi, token_summary, token_views
 from ftaudit.train.engine import Engine
 
 
@@ -86,25 +86,27 @@ def test_attack_cell_equals_the_attacks_and_reuses_cached_victims(tmp_path, monk
     store = Store(tmp_path)
     ctx = Context(store=store, engine=Engine(store.models, cfg.engine))
     logits, keep = shifted_logits_world(8, 30, 3, 4, effect=2.0, seed=0)
-    direct = tmi_attacks(logits, keep, [0, 2, 5], meta_config(cfg.tmi, cfg.seed), cfg.tmi.balance)
-    cell = attack_cell(ctx, cfg, cfg.tmi, Outputs(logits), keep, [0, 2, 5])
+    direct = tmi_attacks(logits, keep, [0, 2, 5], meta_config(cfg), cfg.tmi.balance)
+    scorer = Scorer(ctx, cfg, DESCRIPTIONS)
+    attack_cell = lambda out, keep, victims: scorer.request(out, keep, victims).scores()  # noqa: E731
+    cell = attack_cell(Outputs(logits), keep, [0, 2, 5])
     for name, s in direct.scores.items():
         np.testing.assert_allclose(cell.scores[name], s)
     for field in ("labels", "example", "target"):
         np.testing.assert_array_equal(getattr(cell, field), getattr(direct, field))
-    other = attack_cell(ctx, cfg, cfg.tmi, Outputs(logits[:, :, :2]), keep, [0])  # fewer queries: a new cell
+    other = attack_cell(Outputs(logits[:, :, :2]), keep, [0])  # fewer queries: a new cell
     assert not np.allclose(other.scores["tmi"], direct.scores["tmi"][:30])
 
     def no_training(*args, **kwargs):
         raise AssertionError("scored again")
 
-    monkeypatch.setattr("ftaudit.scenarios.tmi_sweeps.victim_scores", no_training)
-    cached = attack_cell(ctx, cfg, cfg.tmi, Outputs(logits), keep, [5, 0])  # victims already scored
+    monkeypatch.setattr("ftaudit.attacks.tmi.victim_scores", no_training)
+    cached = attack_cell(Outputs(logits), keep, [5, 0])  # victims already scored
     s = direct.scores["tmi"]
     np.testing.assert_allclose(cached.scores["tmi"], np.concatenate([s[60:], s[:30]]))
     np.testing.assert_array_equal(cached.labels, keep[[5, 0]].reshape(-1))
     with pytest.raises(AssertionError, match="scored again"):
-        attack_cell(ctx, cfg, cfg.tmi, Outputs(logits), keep, [1])
+        attack_cell(Outputs(logits), keep, [1])
 
 
 def test_token_summary_is_mean_min_k_and_median():
@@ -118,8 +120,8 @@ def test_token_summary_is_mean_min_k_and_median():
 
 def test_text_outputs_feed_tmi_the_summary_and_the_baselines_its_mean():
     phi, keep = shifted_logits_world(6, 20, 2, 3, effect=1.0, seed=1)
-    meta = meta_config(RunConfig().tmi_text.model_copy(update={"meta_epochs": 2}), 0)
-    text = victim_scores(Outputs(phi, kind="token-summary"), keep, 1, meta, True)
+    meta = meta_config(build_config("tmi-text", overrides=["tmi.meta_epochs=2"]))
+    text = victim_scores(phi, "token-summary", keep, 1, meta, True)
     mean = phi.astype(np.float64)[..., 0]  # [M, P, A]
     np.testing.assert_allclose(text["global-threshold"], mean[1].mean(-1))
     from ftaudit.attacks.tmi import tmi_scores
@@ -140,38 +142,55 @@ def test_text_features_keep_the_length_of_all_but_the_longest_vectors():
 # ---------------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("override, field", [
-    ("tmi.shadows=7", "tmi"),
-    ("tmi.shadows=2", "tmi.shadows"),
-    ("tmi.shadow_counts=[8, 64]", "tmi"),
-    ("tmi.augmentation_counts=[16]", "tmi"),
-    ("tmi.method=nope", "tmi.method"),
-    ("tmi.methods=[head, nope]", "tmi"),
-    ("tmi.lrs={head: 0.01}", "tmi"),  # the default sweep's lora and full have no lr
-    ("tmi.epsilons=[.inf]", "tmi"),
-    ("tmi.epsilons=[-1]", "tmi"),
-    ("tmi.mislabel=1.0", "tmi.mislabel"),
-    ("tmi.victims=40", "tmi"),
-    ("tmi_text.n_head=3", "tmi_text"),
-    ("tmi_text.shadow_counts=[32]", "tmi_text"),
+@pytest.mark.parametrize("study, override, field", [
+    ("tmi", "tmi.shadows=7", "tmi"),
+    ("tmi", "tmi.shadows=2", "tmi.shadows"),
+    ("tmi", "tmi.shadow_counts=[8, 64]", "tmi"),
+    ("tmi", "tmi.augmentation_counts=[16]", "tmi"),
+    ("tmi", "tmi.method=nope", "tmi.method"),
+    ("tmi", "tmi.methods=[head, nope]", "tmi"),
+    ("tmi", "tmi.lrs={head: 0.01}", "tmi"),  # the default sweep's lora and full have no lr
+    ("tmi", "tmi.epsilons=[.inf]", "tmi"),
+    ("tmi", "tmi.epsilons=[-1]", "tmi"),
+    ("tmi", "tmi.mislabel=1.0", "tmi.mislabel"),
+    ("tmi", "tmi.victims=40", "tmi"),
+    ("tmi", "data.finetune_classes=[4, 5]", "data"),  # overlaps the pretraining classes
+    ("tmi-text", "tmi.n_head=3", "tmi"),
+    ("tmi-text", "tmi.shadow_counts=[32]", "tmi"),
 ])
-def test_bad_tmi_values_are_user_errors(override, field):
+def test_bad_tmi_values_are_user_errors(study, override, field):
     with pytest.raises(UserError) as info:
-        build_config("tmi", overrides=[override])
+        build_config(study, overrides=[override])
     assert info.value.field == field
 
 
-@pytest.mark.parametrize("override, field", [("finetune.method=lora", "finetune.method"),
-                                              ("model.arch=cnn", "model.arch"),
-                                              ("pretrain.epochs=3", "pretrain.epochs")])
-def test_generic_keys_tmi_does_not_read_are_refused(override, field):
+@pytest.mark.parametrize("study, override, field", [("tmi", "finetune.method=lora", "finetune.method"),
+                                                     ("tmi", "model.arch=cnn", "model.arch"),
+                                                     ("tmi", "pretrain.epochs=3", "pretrain.epochs"),
+                                                     ("tmi", "data.split=half", "data.split"),
+                                                     ("tmi", "finetune.references=4", "finetune.references"),
+                                                     ("tmi-text", "finetune.batch_size=4", "finetune.batch_size"),
+                                                     ("tmi-text", "model.hidden=[8]", "model")])
+def test_keys_tmi_does_not_read_are_not_in_its_schema(study, override, field):
     with pytest.raises(UserError) as info:
-        check_config(build_config("tmi", overrides=[override]))
-    assert info.value.field == field and "tmi." in info.value.fix
+        build_config(study, overrides=[override])
+    assert info.value.field == field and info.value.problem == "unknown key"
+
+
+def test_study_configs_hold_only_their_own_sections_and_round_trip():
+    from ftaudit.studies.tmi.config import TMIStudyConfig, TMITextStudyConfig
+
+    sections = {"study", "seed", "seeds", "out", "engine", "metrics"}
+    assert set(TMIStudyConfig.model_fields) == sections | {"data", "model", "pretrain", "finetune", "tmi"}
+    assert set(TMITextStudyConfig.model_fields) == sections | {"finetune", "tmi"}
+    for study, cls in (("tmi", TMIStudyConfig), ("tmi-text", TMITextStudyConfig)):
+        cfg = build_config(study, overrides=["tmi.shadows=8", "tmi.shadow_counts=[4]", "finetune.dp.epsilon=2"])
+        assert isinstance(cfg, cls)
+        assert cls.model_validate(cfg.model_dump(mode="json")) == cfg
 
 
 def test_studies_run_on_one_thread_unless_engine_threads_is_set():
-    from ftaudit.scenarios.tmi_sweeps import study_threads
+    from ftaudit.studies.tmi.scoring import study_threads
 
     torch.set_num_threads(2)
     with study_threads(build_config("tmi")):

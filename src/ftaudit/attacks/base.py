@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ftaudit.seeding import derive_seed
 from ftaudit.signals.arrays import SignalSet
 
 NEEDS = frozenset({"references", "base", "population", "scores"})
@@ -26,6 +27,7 @@ class AttackInput:
     ref_pop_loss             : [R, Z, A]
     base_loss                : [N, A] of the pretrained base, or None
     target_scores            : name -> [N] the target's precomputed scores (SignalSet.scores)
+    ref_seed                 : seeds the draw of which references :attr:`ref_use` leaves out
     """
 
     target_conf: np.ndarray
@@ -37,6 +39,7 @@ class AttackInput:
     ref_pop_loss: np.ndarray
     base_loss: np.ndarray | None = None
     target_scores: Mapping[str, np.ndarray] = field(default_factory=dict)
+    ref_seed: int = 0
 
     def __post_init__(self) -> None:
         n, a = self.target_conf.shape
@@ -70,27 +73,50 @@ class AttackInput:
     def n_pop(self) -> int:
         return self.target_pop_loss.shape[0]
 
+    @property
+    def ref_use(self) -> np.ndarray:
+        """The references balanced attacks use [R, N] bool: :func:`balanced_references` of
+        ``ref_keep``, drawn from ``ref_seed`` (so every attack on this input sees the same draw)."""
+        return balanced_references(self.ref_keep, np.random.default_rng(self.ref_seed))
 
-def balanced_references(ref_keep: np.ndarray) -> np.ndarray:
+
+def balanced_references(ref_keep: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """Which references to use [R, N] bool: per example, equally many IN and OUT ones.
 
     In leave-one-out evaluation every example is IN for a fixed share of the models, so the
     target's own membership shifts the IN/OUT counts among its references by one (IN target:
     one IN reference fewer). Any statistic whose precision depends on those counts then differs
     between members and non-members even when training leaks nothing, biasing the null AUC. Using
-    the first m = min(n_in, n_out) references of each side (in reference order) makes the
-    reference configuration independent of the target's label. Examples lacking one side keep all.
+    m = min(n_in, n_out) references of each side makes the reference configuration independent of
+    the target's label. With ``rng`` the m of each side are a uniformly random subset, drawn
+    independently per example; without, the first m in reference order (the TMI shadows' rule,
+    :mod:`ftaudit.attacks.tmi`). Examples lacking one side keep all.
     """
-    keep = ref_keep
-    in_rank = np.cumsum(keep, axis=0)
-    out_rank = np.cumsum(~keep, axis=0)
-    m = np.minimum(in_rank[-1], out_rank[-1]) if keep.shape[0] else np.zeros(keep.shape[1], dtype=np.int64)
-    use = np.where(keep, in_rank <= m, out_rank <= m)
+    keep = np.asarray(ref_keep, dtype=bool)
+    r = keep.shape[0]
+    if rng is None:
+        keys = np.broadcast_to(np.arange(r, dtype=np.float64)[:, None] / max(r, 1), keep.shape)
+    else:
+        keys = rng.random(keep.shape)
+    # IN rows sort before OUT rows, each side in key order: rank < n_in is the IN side's rank.
+    order = np.argsort(keys + ~keep, axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(r)[:, None], axis=0)
+    n_in = keep.sum(axis=0)
+    m = np.minimum(n_in, r - n_in)
+    use = np.where(keep, rank < m, rank - n_in < m)
     return np.where(m > 0, use, True)
 
 
-def attack_input(signals: SignalSet, target: int, refs) -> AttackInput:
-    """Slice a SignalSet into the view of ``target`` attacked with reference models ``refs``."""
+def reference_seed(seed: int, target: int) -> int:
+    """The seed of target ``target``'s draw of balanced references in a run seeded ``seed``."""
+    return derive_seed(seed, "balanced-references", target)
+
+
+def attack_input(signals: SignalSet, target: int, refs, seed: int = 0) -> AttackInput:
+    """Slice a SignalSet into the view of ``target`` attacked with reference models ``refs``.
+
+    ``seed`` (the run's) and ``target`` decide which references :attr:`AttackInput.ref_use` drops."""
     refs = np.asarray(refs, dtype=np.int64)
     return AttackInput(
         target_conf=signals.conf[target],
@@ -102,6 +128,7 @@ def attack_input(signals: SignalSet, target: int, refs) -> AttackInput:
         ref_pop_loss=signals.pop_loss[refs],
         base_loss=signals.base_loss,
         target_scores={name: arr[target] for name, arr in signals.scores.items()},
+        ref_seed=reference_seed(seed, target),
     )
 
 

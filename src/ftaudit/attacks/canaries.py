@@ -16,6 +16,9 @@ log-perplexities and reads the fraction of the secret space the canary beats off
 
 which keeps resolving canaries that beat every reference, beyond log2 |R|.
 
+The ``canary-membership`` evaluator scores the inserted canaries against the references (one
+model; members = inserted) by the secret's log-perplexity and its drop from the base.
+
 Why the secret only: the prefix is the same for every candidate, so its log-perplexity is a
 constant that changes neither estimate; leaving it out keeps the numbers the cost of the secret.
 """
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ftaudit.attacks.evaluators import register_evaluator
+from ftaudit.attacks.leave_one_out import PooledScores
 from ftaudit.errors import UserError
 
 LN2 = float(np.log(2.0))
@@ -160,3 +165,31 @@ def skewnorm_exposure(canary: np.ndarray, reference: np.ndarray, fit: SkewNormal
     """-log2 CDF(canary's log-perplexity) under the skew-normal fitted to the references."""
     fit = fit or SkewNormalFit.of(reference)
     return -fit.log2_cdf(np.asarray(canary, dtype=np.float64))
+
+
+# ------------------------------------------------------------------------------- the evaluator
+
+CANARY_ATTACKS = {"canary-loss": "log-likelihood of the canary's secret under the fine-tuned model (−log-perplexity)",
+                  "canary-ratio": "log-perplexity drop of the secret from the pretrained base to the fine-tuned model"}
+
+
+@dataclass(frozen=True)
+class CanaryMembership:
+    """Inputs of the ``canary-membership`` evaluator: each canary's secret log-perplexity (bits)
+    under the fine-tuned model and under the base, and whether it was inserted (the members; the
+    never-inserted reference secrets are the non-members)."""
+
+    target: np.ndarray  # float [C]
+    base: np.ndarray  # float [C]
+    inserted: np.ndarray  # bool [C]
+
+
+@register_evaluator("canary-membership", "inserted canaries against never-inserted reference secrets, one model: "
+                                         "canary-loss and canary-ratio")
+def canary_membership(inp: CanaryMembership) -> PooledScores:
+    target, base = np.asarray(inp.target, dtype=np.float64), np.asarray(inp.base, dtype=np.float64)
+    labels = np.asarray(inp.inserted, dtype=bool)
+    if not (target.shape == base.shape == labels.shape) or target.ndim != 1:
+        raise ValueError("one log-perplexity under each model and one label per canary expected")
+    return PooledScores(scores={"canary-loss": -target, "canary-ratio": base - target}, labels=labels.copy(),
+                        example=np.arange(len(labels), dtype=np.int64), target=np.zeros(len(labels), dtype=np.int64))

@@ -3,8 +3,9 @@
 Every function maps an :class:`AttackInput` to float64 scores [N], higher = more likely member,
 never NaN. Multiple queries (index 0 = original input, 1.. = augmentations) are combined by
 averaging a per-query score, as LiRA does. Attacks that use references use equally many IN and
-OUT ones per example (:func:`balanced_references`), so that leave-one-out evaluation on a
-balanced keep-matrix does not leak the target's label through the reference counts.
+OUT ones per example (:attr:`AttackInput.ref_use`, a seeded random subset of the larger side), so
+that leave-one-out evaluation on a balanced keep-matrix does not leak the target's label through
+the reference counts.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from ftaudit.attacks.base import AttackInput, balanced_references
+from ftaudit.attacks.base import AttackInput
 
 VAR_FLOOR = 1e-4  # smallest variance (logit scale): identical reference outputs must not give inf
 
@@ -98,7 +99,7 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
 def _lira_fits(inp: AttackInput) -> tuple[_Fit, _Fit]:
     if inp.n_refs == 0:
         raise ValueError("LiRA needs at least one reference model")
-    use = balanced_references(inp.ref_keep)
+    use = inp.ref_use
     return _Fit(inp.ref_conf, inp.ref_keep & use), _Fit(inp.ref_conf, ~inp.ref_keep & use)
 
 
@@ -178,7 +179,7 @@ def rmia(inp: AttackInput, gamma: float = 2.0, offline_a: float | None = None) -
         raise ValueError("RMIA needs at least one reference model")
     if inp.n_pop == 0:
         raise ValueError("RMIA needs population examples")
-    use_x = balanced_references(inp.ref_keep)
+    use_x = inp.ref_use
     if offline_a is not None:
         use_x = use_x & ~inp.ref_keep
     log_lr_x = -inp.target_loss - _log_marginal(inp.ref_loss, use_x, offline_a)

@@ -9,10 +9,13 @@ shadows. Every score is higher = member.
 
 * TMI: one small MLP per challenge point, trained on the shadows' clipped per-class logit-scaled
   outputs labelled IN/OUT; the victim's score is the mean P(IN) over its A queries. All P MLPs are
-  trained at once as one batched network (:func:`train_metaclassifiers`); the per-point
-  ``nn.Sequential`` loop is the reference it must equal.
+  trained at once as one batched network (:mod:`ftaudit.attacks.tmi_meta`).
 * Adapted LiRA: a Gaussian likelihood ratio over the A queries of the victim's predicted class.
 * Global threshold: the victim's own mean max-class confidence, no shadows.
+
+The studies hand their query outputs to the registered evaluator ``tmi-metaclassifiers``
+(:class:`MetaclassifierInputs`). Everything here reads arrays: the metaclassifiers are torch
+networks trained on those arrays, never the audited models (the studies query those).
 
 Deviation from the released code: by default the shadows used for one point are balanced (equally
 many IN and OUT, :func:`~ftaudit.attacks.base.balanced_references`). In leave-one-out with a
@@ -24,21 +27,29 @@ non-members (measured on :func:`shifted_logits_world`, 12 models, 150 points, 4 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ftaudit.attacks.base import balanced_references
-from ftaudit.attacks.evaluate import PooledScores
+from ftaudit.attacks.evaluators import register_evaluator
+from ftaudit.attacks.leave_one_out import PooledScores
 from ftaudit.attacks.membership import VAR_FLOOR
+from ftaudit.attacks.tmi_meta import MetaConfig, train_metaclassifiers, train_metaclassifiers_loop
 from ftaudit.seeding import derive_seed
+
+__all__ = ["ADAPTED_LIRA", "GLOBAL_THRESHOLD", "TMI", "MetaConfig", "MetaclassifierInputs", "adapted_lira_scores",
+           "clip_rows", "global_threshold_scores", "ledoit_wolf", "logit_scale", "score_metaclassifiers",
+           "shifted_logits_world", "text_features", "tmi_attacks", "tmi_features", "tmi_scores",
+           "train_metaclassifiers", "train_metaclassifiers_loop", "victim_scores", "victim_training_set"]
 
 TMI = "tmi"
 ADAPTED_LIRA = "adapted-lira"
 GLOBAL_THRESHOLD = "global-threshold"
+ATTACK_NAMES = (TMI, ADAPTED_LIRA, GLOBAL_THRESHOLD)
 
 
 # ------------------------------------------------------------------------------------ features
@@ -79,177 +90,6 @@ def tmi_features(logits) -> np.ndarray:
     hundreds) while keeping the direction, as in the study's code.
     """
     return clip_rows(logit_scale(logits)).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------- metaclassifiers
-
-
-@dataclass(frozen=True)
-class MetaConfig:
-    """The per-point MLP K -> hidden -> 2 and its training; defaults follow the study's code
-    (ReLU, dropout 0.5, Adam lr 5e-3 with L2 5e-4, 20 epochs of batch 64, lr x0.9 every 7 epochs)."""
-
-    hidden: int = 64
-    dropout: float = 0.5
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 5e-3
-    weight_decay: float = 5e-4
-    lr_decay: float = 0.9
-    decay_every: int = 7
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.hidden < 1 or self.epochs < 1 or self.batch_size < 1 or self.decay_every < 1:
-            raise ValueError("hidden, epochs, batch_size and decay_every must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-class _Draws:
-    """Every random draw of one training run, in one fixed order from one seeded generator.
-
-    The batched trainer and the per-point loop both consume the same sequence (initial weights,
-    then per epoch one row order, then per step one dropout mask), so they train identical nets.
-    """
-
-    def __init__(self, seed: int):
-        self.g = torch.Generator().manual_seed(seed)
-
-    def uniform(self, shape, bound: float) -> torch.Tensor:
-        return (torch.rand(shape, generator=self.g) * 2 - 1) * bound
-
-    def init(self, p: int, k: int, h: int) -> list[torch.Tensor]:
-        """W1 [P, K, H], b1 [P, 1, H], W2 [P, H, 2], b2 [P, 1, 2], as nn.Linear initialises them."""
-        return [self.uniform((p, k, h), k ** -0.5), self.uniform((p, 1, h), k ** -0.5),
-                self.uniform((p, h, 2), h ** -0.5), self.uniform((p, 1, 2), h ** -0.5)]
-
-    def order(self, use: torch.Tensor) -> torch.Tensor:
-        """Per point, a random order of its rows [P, N] with the rows it trains on first."""
-        key = torch.rand(use.shape, generator=self.g, dtype=torch.float64) + (~use) * 2.0
-        return key.argsort(dim=1)
-
-    def dropout(self, p: int, n: int, h: int, rate: float) -> torch.Tensor | None:
-        """Inverted-dropout multipliers [P, n, H]: 0 with probability ``rate``, else 1 / (1 - rate);
-        None (and no draw) without dropout."""
-        if rate == 0.0:
-            return None
-        return torch.rand((p, n, h), generator=self.g).ge_(rate).div_(1.0 - rate)
-
-
-def _batches(n_used: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per step of an epoch, each point's [start, end) into its row order.
-
-    Every point takes the same number of steps, B = ceil(max rows / batch_size), and splits its own
-    rows into B near-equal batches, so points with different row counts still step in lockstep.
-    """
-    b = max(1, -(-int(n_used.max()) // batch_size))
-    return [((i * n_used) // b, ((i + 1) * n_used) // b) for i in range(b)]
-
-
-def _as_inputs(x, y, use, queries):
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(y, dtype=bool))
-    use = torch.ones_like(y) if use is None else torch.as_tensor(np.asarray(use, dtype=bool))
-    q = torch.as_tensor(np.asarray(queries, dtype=np.float32))
-    if x.ndim != 3 or y.shape != x.shape[:2] or use.shape != y.shape or q.ndim != 3 or \
-            q.shape[0] != x.shape[0] or q.shape[2] != x.shape[2]:
-        raise ValueError(f"need x [P, N, K], y and use [P, N], queries [P, Q, K]; got x {tuple(x.shape)}, "
-                         f"y {tuple(y.shape)}, use {tuple(use.shape)}, queries {tuple(q.shape)}")
-    if not (torch.isfinite(x).all() and torch.isfinite(q).all()):
-        raise ValueError("metaclassifier rows and queries must be finite (a masked-out NaN still poisons bmm)")
-    informative = (use & y).any(dim=1) & (use & ~y).any(dim=1)
-    return x, y.long(), use, q, informative
-
-
-def _finish(p_in: torch.Tensor, informative: torch.Tensor) -> np.ndarray:
-    """Float64 scores; a point without both IN and OUT training rows gets the uninformative 0.5."""
-    return torch.where(informative, p_in.double(), 0.5).numpy()
-
-
-def train_metaclassifiers(x, y, use, queries, config: MetaConfig = MetaConfig()) -> np.ndarray:
-    """Train P metaclassifiers at once and return each one's mean P(IN) over its queries, float64 [P].
-
-    x [P, N, K] training rows of every point; y [P, N] bool (True = IN); use [P, N] bool, rows to
-    train on (None = all); queries [P, Q, K] the victim's rows. One network with weights
-    [P, K, H] and [P, H, 2] (batched matmuls); the loss is the sum over points of each point's
-    mean cross-entropy, so every point's gradient, and Adam's elementwise update, is exactly what
-    training it alone gives (see :func:`train_metaclassifiers_loop`).
-    """
-    x, y, use, q, informative = _as_inputs(x, y, use, queries)
-    n_points, _, k = x.shape
-    draws = _Draws(config.seed)
-    params = [t.requires_grad_() for t in draws.init(n_points, k, config.hidden)]
-    w1, b1, w2, b2 = params
-    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, config.decay_every, config.lr_decay)
-    batches = _batches(use.sum(dim=1), config.batch_size)
-    for _ in range(config.epochs):
-        order = draws.order(use)
-        xo = x.gather(1, order[:, :, None].expand(-1, -1, k))
-        yo = y.gather(1, order)
-        for start, end in batches:
-            lo, hi = int(start.min()), int(end.max())  # the window every point's batch lies in
-            drop = draws.dropout(n_points, hi - lo, config.hidden, config.dropout)
-            pos = torch.arange(lo, hi)
-            in_batch = (pos >= start[:, None]) & (pos < end[:, None])
-            h = torch.relu(torch.baddbmm(b1, xo[:, lo:hi], w1))
-            out = torch.baddbmm(b2, h if drop is None else h * drop, w2)
-            ce = F.cross_entropy(out.reshape(-1, 2), yo[:, lo:hi].reshape(-1), reduction="none")
-            ce = ce.view(n_points, hi - lo) * in_batch
-            loss = (ce.sum(dim=1) / (end - start).clamp(min=1)).sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    with torch.no_grad():
-        out = torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, q, w1)), w2)
-        return _finish(out.softmax(dim=-1)[..., 1].mean(dim=1), informative)
-
-
-def train_metaclassifiers_loop(x, y, use, queries, config: MetaConfig = MetaConfig()) -> np.ndarray:
-    """Reference for :func:`train_metaclassifiers`: one ``nn.Sequential`` and one Adam per point.
-
-    Same arguments, same result. The points are independent, so the loop runs step-major (each
-    step, every point's own network takes its own step) only to consume the shared random draws
-    (weights, row orders, dropout masks) in the batched trainer's order.
-    """
-    x, y, use, q, informative = _as_inputs(x, y, use, queries)
-    n_points, _, k = x.shape
-    draws = _Draws(config.seed)
-    init = draws.init(n_points, k, config.hidden)
-    nets, opts, scheds = {}, {}, {}
-    for p in np.flatnonzero(informative.numpy()):
-        net = nn.Sequential(nn.Linear(k, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 2))
-        with torch.no_grad():
-            for layer, w, b in ((net[0], init[0][p], init[1][p]), (net[2], init[2][p], init[3][p])):
-                layer.weight.copy_(w.T)
-                layer.bias.copy_(b[0])
-        nets[p] = net
-        opts[p] = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheds[p] = torch.optim.lr_scheduler.StepLR(opts[p], config.decay_every, config.lr_decay)
-    batches = _batches(use.sum(dim=1), config.batch_size)
-    for _ in range(config.epochs):
-        order = draws.order(use)
-        for start, end in batches:
-            lo, hi = int(start.min()), int(end.max())
-            drop = draws.dropout(n_points, hi - lo, config.hidden, config.dropout)
-            for p, net in nets.items():
-                s, e = int(start[p]), int(end[p])
-                rows = order[p, s:e]
-                h = net[:2](x[p, rows])
-                out = net[2](h if drop is None else h * drop[p, s - lo:e - lo])
-                loss = F.cross_entropy(out, y[p, rows], reduction="sum") / max(e - s, 1)
-                opts[p].zero_grad()
-                loss.backward()
-                opts[p].step()
-        for sched in scheds.values():
-            sched.step()
-    p_in = torch.full((n_points,), 0.5)
-    with torch.no_grad():
-        for p, net in nets.items():
-            p_in[p] = net(q[p]).softmax(dim=-1)[:, 1].mean()
-    return _finish(p_in, informative)
 
 
 # ------------------------------------------------------------------------- leave-one-out
@@ -391,6 +231,99 @@ def tmi_attacks(logits, keep, victims, config: MetaConfig = MetaConfig(), balanc
              global_threshold_scores(phi, keep, victims)]
     return PooledScores(scores={k: s for p in parts for k, s in p.scores.items()}, labels=parts[0].labels,
                         example=parts[0].example, target=parts[0].target)
+
+
+# ------------------------------------------------------------------------------- evaluator
+
+
+def text_features(phi) -> np.ndarray:
+    """TMI's input for text: summary vectors [M, P, A, K] divided by the 99th percentile of their
+    norms over all models, points and queries, then clipped to norm 1.
+
+    Clipping the raw vectors (as for classifier outputs) would put nearly every one on the unit sphere
+    (entries of |phi| ~ 5) and erase their length, which carries most of the membership signal of a
+    language model (its loss); one shared scale keeps it. The scale uses no membership labels, only
+    outputs the attacker already holds."""
+    norms = np.linalg.norm(phi, axis=-1)
+    scale = max(float(np.quantile(norms, 0.99)), np.finfo(np.float64).tiny)
+    return clip_rows(phi / scale).astype(np.float32)
+
+
+OUTPUT_KINDS = ("logits", "token-summary")
+
+
+def victim_scores(outputs, kind: str, keep, victim: int, meta: MetaConfig = MetaConfig(),
+                  balance: bool = True) -> dict[str, np.ndarray]:
+    """Every TMI attack against one victim: {attack: scores [P]}.
+
+    ``kind`` "logits": a classifier's K class logits [M, P, A, K]. "token-summary": a summary of the
+    per-token logit-scaled probabilities of a text block (its first entry the mean over positions),
+    which TMI reads rescaled by :func:`text_features` and the baselines through the mean alone — one
+    confidence per query, as a classifier's predicted class gives them. The attacks seed their
+    randomness per victim, so the result depends only on the arguments."""
+    if kind == "logits":
+        return tmi_attacks(outputs, keep, [victim], meta, balance).scores
+    if kind != "token-summary":
+        raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
+    values = np.asarray(outputs, dtype=np.float64)
+    mean = values[..., :1]
+    parts = [tmi_scores(text_features(values), keep, [victim], meta, balance),
+             adapted_lira_scores(mean, keep, [victim], balance), global_threshold_scores(mean, keep, [victim])]
+    return {k: v for p in parts for k, v in p.scores.items()}
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the metaclassifiers on one thread: their tensors are tiny, and on a shared 2-core machine a
+    second thread only adds synchronisation (measured 5-10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+VictimScores = list[dict[str, np.ndarray]]
+# memo(victims, compute) -> one score dict per victim; compute(missing indices into victims) scores those
+Memo = Callable[[list[int], Callable[[list[int]], VictimScores]], VictimScores]
+
+
+@dataclass(frozen=True, eq=False)
+class MetaclassifierInputs:
+    """Inputs of the ``tmi-metaclassifiers`` evaluator: the query outputs of every model, the
+    keep-matrix, which models take a turn as victim, and the metaclassifiers' recipe. ``memo``, when
+    given, stores and reloads per-victim scores (a study passes its content-addressed cache)."""
+
+    outputs: np.ndarray  # [M, P, A, K]
+    keep: np.ndarray  # [M, P] bool
+    victims: Sequence[int]
+    meta: MetaConfig = MetaConfig()
+    balance: bool = True
+    kind: str = "logits"
+    memo: Memo | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"unknown output kind {self.kind!r}; one of {', '.join(OUTPUT_KINDS)}")
+
+
+@register_evaluator("tmi-metaclassifiers", "each victim in turn against the other models as shadows: TMI's per-point "
+                                           "metaclassifiers, adapted LiRA and a global threshold")
+def score_metaclassifiers(inp: MetaclassifierInputs) -> PooledScores:
+    """TMI, adapted LiRA and the global threshold against each victim, pooled victim-major."""
+    keep = np.asarray(inp.keep)
+    v = _check(np.asarray(inp.outputs), keep, inp.victims)
+
+    def compute(missing: list[int]) -> VictimScores:
+        with single_thread():
+            return [victim_scores(inp.outputs, inp.kind, keep, int(v[i]), inp.meta, inp.balance) for i in missing]
+
+    per_victim = inp.memo(v.tolist(), compute) if inp.memo else compute(list(range(v.size)))
+    n = keep.shape[1]
+    return PooledScores(scores={a: np.concatenate([s[a] for s in per_victim]) for a in ATTACK_NAMES},
+                        labels=keep[v].reshape(-1).copy(), example=np.tile(np.arange(n, dtype=np.int64), v.size),
+                        target=np.repeat(v, n))
 
 
 # ------------------------------------------------------------------------------- synthetic

@@ -85,12 +85,21 @@ class Method:
     prepare: Callable[[nn.Module, MethodOptions], nn.Module] | None = None  # adds parameters, in place
     validate: Callable[[nn.Module, MethodOptions], None] | None = field(default=None)
 
-    def build(self, model: nn.Module, opts: MethodOptions | None = None) -> nn.Module:
-        """The model fine-tuning trains: a copy of ``model`` with the method's extra parameters."""
+    def build(self, model: nn.Module, opts: MethodOptions | None = None, seed: int | None = None) -> nn.Module:
+        """The model fine-tuning trains: a copy of ``model`` with the method's extra parameters.
+
+        The new parameters (LoRA's A, adapters) are drawn from torch's RNG seeded with ``seed`` —
+        callers pass one derived from the run seed — inside a forked RNG, so the caller's global
+        RNG state is left as it was."""
         opts = opts or MethodOptions()
         if self.validate:
             self.validate(model, opts)
-        return self.prepare(copy.deepcopy(model), opts) if self.prepare else model
+        if not self.prepare:
+            return model
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return self.prepare(copy.deepcopy(model), opts)
 
     def trainable(self, model: nn.Module, opts: MethodOptions | None = None) -> list[str]:
         """Parameter names of a :meth:`build`-ed model that fine-tuning trains."""

@@ -184,6 +184,16 @@ class AttackMetrics:
             "n_nonmembers": int(self.n_nonmembers),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "AttackMetrics":
+        return cls(auc=Estimate(d["auc"]["value"], d["auc"]["lo"], d["auc"]["hi"]),
+                   tpr_at_fpr=[RateEstimate(t["fpr"], t["value"], t["lo"], t["hi"]) for t in d["tpr_at_fpr"]],
+                   n_members=d["n_members"], n_nonmembers=d["n_nonmembers"])
+
+    def tpr_at(self, fpr: float) -> RateEstimate:
+        """The reported rate at the FPR closest to ``fpr``."""
+        return min(self.tpr_at_fpr, key=lambda r: abs(r.fpr - fpr))
+
 
 def _interval(reps: np.ndarray, value: float, level: float) -> tuple[float, float]:
     """Percentile interval of the finite replicates; collapses to the point if there are none."""

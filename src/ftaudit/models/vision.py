@@ -71,3 +71,12 @@ def arch_spec(cfg: ModelConfig, n_classes: int) -> dict:
     """What identifies the architecture in cache keys."""
     widths = cfg.hidden if cfg.arch == "mlp" else cfg.channels
     return {"arch": cfg.arch, "widths": list(widths), "n_classes": n_classes}
+
+
+def fresh_state(cfg: ModelConfig, n_classes: int, seed: int) -> tuple[BlockNet, dict[str, torch.Tensor]]:
+    """A randomly initialised model (PyTorch's default init, drawn from ``seed`` in a forked RNG,
+    so the caller's global RNG is untouched) and a copy of its state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg, n_classes)
+    return model, {k: v.detach().clone() for k, v in model.state_dict().items()}

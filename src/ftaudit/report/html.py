@@ -275,9 +275,9 @@ def build_context(results: Mapping[str, Any], arrays: RunArrays) -> dict[str, An
     exposed_png = _exposed_png(exposed, arrays, problems)
     level = results.get("ci_level")
     return {
-        "title": results.get("title") or results.get("scenario") or "ftaudit report",
+        "title": results.get("title") or results.get("study") or "ftaudit report",
         "run_id": results.get("run_id") or DASH,
-        "scenario": results.get("scenario") or DASH,
+        "study": results.get("study") or DASH,
         "created": results.get("created") or DASH,
         "version": results.get("ftaudit_version") or DASH,
         "ci_text": f"{level:.0%} CI" if isinstance(level, (int, float)) else "CI",

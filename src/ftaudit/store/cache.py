@@ -89,6 +89,27 @@ class ArrayCache:
     def load(self, key: str, names: list[str]) -> dict[str, np.ndarray]:
         return {n: load_npy(self._path(key, n)) for n in names}
 
+    # Whole entries: the arrays, then a manifest naming them, written last, so an entry whose
+    # manifest exists is complete (a run killed mid-save leaves a miss, never half an entry).
+    def _manifest(self, key: str) -> Path:
+        return self.root / key[:2] / key / "_names.json"
+
+    def has_entry(self, key: str) -> bool:
+        return self._manifest(key).is_file()
+
+    def save_entry(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if not arrays or any(not n or "/" in n or n.startswith("_") for n in arrays):
+            raise ValueError(f"array names must be non-empty plain names, got {list(arrays)}")
+        self.save(key, {n: np.asarray(a) for n, a in arrays.items()})
+        atomic_write(self._manifest(key), lambda p: p.write_text(json.dumps(sorted(arrays))))
+
+    def load_entry(self, key: str) -> dict[str, np.ndarray]:
+        try:
+            names = json.loads(self._manifest(key).read_text())
+            return self.load(key, names)
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"cache entry {self.root / key[:2] / key} is unreadable ({exc}); delete it and rerun") from exc
+
 
 class JsonCache:
     """Small JSON results by content key, e.g. an attack's bootstrap summary for given scores."""

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS run_models (
 @dataclass(frozen=True)
 class RunRow:
     run_id: str
-    scenario: str
+    study: str  # stored in the column `scenario` (the schema predates the name)
     created: str
     seed: int
     best_attack: str | None
@@ -63,7 +63,7 @@ class RunDB:
         with self._connect() as con:
             con.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
-                (results["run_id"], results["scenario"], results["created"], results["seeds"]["run"],
+                (results["run_id"], results["study"], results["created"], results["seeds"]["run"],
                  results.get("best_attack"), str(run_dir), json.dumps(results["config"]),
                  json.dumps(results["versions"]), json.dumps(results["timings"])))
             for att in results["attacks"]:

@@ -35,6 +35,12 @@ class Store:
         self.metrics = JsonCache(self.root / "cache", "metrics")
         self.db = RunDB(self.root / "ftaudit.sqlite")
 
+    def arrays(self, kind: str) -> ArrayCache:
+        """The content-addressed array cache of one kind (signals, samples, features, …)."""
+        if not kind.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"cache kind must be a plain name, got {kind!r}")
+        return ArrayCache(self.root / "cache", kind)
+
     def clean_partial(self) -> None:
         """Remove run directories left by killed runs (their process is gone), not by live ones."""
         if self.runs_dir.is_dir():

@@ -127,17 +127,34 @@ class Engine:
         self.cfg = cfg
         self.reporter = reporter
 
-    def train(self, group: TrainGroup) -> TrainResult:
-        missing = [i for i, key in enumerate(group.keys) if not self.cache.has(key)]
+    def trainer(self, group: TrainGroup, vectorized: bool | None = None) -> str:
+        """Which trainer trains the group: engine.vectorized when set, else the study's preference
+        (``vectorized``, default True); packed LoRA where asked for and the group allows it."""
+        vec = self.cfg.vectorized if self.cfg.vectorized is not None else (True if vectorized is None else vectorized)
+        if group.dp_specs and group.dp_specs[0] is not None:
+            return "dp-vectorized" if vec else "dp-opacus"
+        if self.cfg.packed_lora and group.masks is None and packable(group.template, [j.init for j in group.jobs],
+                                                                      group.trainable):
+            return "packed-lora"
+        return "vectorized" if vec else "loop"
+
+    def train(self, group: TrainGroup, vectorized: bool | None = None) -> TrainResult:
+        """Train what the cache lacks. A model's key is the group's content key plus the trainer:
+        the trainers agree to float tolerance, not bit for bit, so a model from one is never
+        served for another."""
+        trainer = self.trainer(group, vectorized)
+        keys = [content_key(job=k, trainer=trainer) for k in group.keys]
+        missing = [i for i, key in enumerate(keys) if not self.cache.has(key)]
         # Accounting is deterministic, so it is redone (cheaply) for cached groups too.
         resolved = {spec: spec.resolve() for spec in dict.fromkeys(group.dp_specs) if spec is not None}
         dp_jobs = [resolved[spec] for spec in group.dp_specs] if resolved else None
         if missing:
-            self._train_missing(group, missing, dp_jobs)
-        return TrainResult(keys=group.keys, trained=len(missing), loaded=len(group.keys) - len(missing), cache=self.cache,
+            self._train_missing(group, keys, missing, dp_jobs, trainer)
+        return TrainResult(keys=keys, trained=len(missing), loaded=len(keys) - len(missing), cache=self.cache,
                            dp=dp_jobs[0] if dp_jobs else None, dp_jobs=dp_jobs)
 
-    def _train_missing(self, group: TrainGroup, missing: list[int], dp_jobs: list[dict] | None) -> None:
+    def _train_missing(self, group: TrainGroup, keys: list[str], missing: list[int], dp_jobs: list[dict] | None,
+                       trainer_name: str) -> None:
         epochs, bs = group.optim.epochs, group.optim.batch_size
         advance = None
         if self.reporter:
@@ -156,16 +173,16 @@ class Engine:
                 ebs = DPParams.for_rows(1.0, 1.0, q, rows, seeds).expected_batch_size
                 params = DPParams(tuple(dp_jobs[i]["noise_multiplier"] for i in chunk), tuple(s.clip for s in specs),
                                   ebs, tuple(derive_seed(s, "dp-noise") for s in seeds))
-                trainer = train_dp_vectorized if self.cfg.vectorized else train_dp_opacus
+                trainer = train_dp_vectorized if trainer_name == "dp-vectorized" else train_dp_opacus
                 states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
                                  params, **common)
             else:
                 schedule = make_schedule(rows, seeds, epochs, bs, per_epoch=group.per_epoch, n_views=n_views)
-                trainer = train_vectorized if self.cfg.vectorized else train_loop
-                if self.cfg.packed_lora and group.masks is None and packable(group.template, inits, group.trainable):
-                    trainer = partial(train_packed_lora, pack_rows=self.cfg.pack_rows or None)
+                trainer = {"vectorized": train_vectorized, "loop": train_loop,
+                           "packed-lora": partial(train_packed_lora, pack_rows=self.cfg.pack_rows or None)}[trainer_name]
                 states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
                                  masks=group.masks, **common)
             for i, job, state in zip(chunk, jobs, states):
                 check_frozen(job.init, state, group.trainable)
-                self.cache.save(group.keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed)})
+                self.cache.save(keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed),
+                                                      "trainer": trainer_name})

@@ -8,7 +8,8 @@ needs three things the engine does not do by itself:
 * a determinism switch under which IN and OUT models differ *only* by those examples (one shared
   seed for init, data order and augmentation draws; deterministic kernels);
 * signals at many checkpoints without saving any weights: measured inside the vectorized run
-  through its step hook, and cached per checkpoint by content key, so a rerun trains nothing.
+  through its step hook, and cached per checkpoint by content key (through the study's
+  ``ctx.cached``), so a rerun trains nothing.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch import nn
 from ftaudit.config import OptimConfig
 from ftaudit.finetune.methods import check_frozen
 from ftaudit.seeding import derive_seed
-from ftaudit.store.cache import ArrayCache, content_key, state_digest
+from ftaudit.store.cache import content_key, state_digest
 from ftaudit.train.schedule import Schedule, make_schedule, steps_per_epoch
 from ftaudit.train.trainers import Progress, State, train_vectorized
 
@@ -197,30 +198,39 @@ def run_key(arch: dict, inits: list[State], trainable: list[str], optim: OptimCo
                        measure=measure_key, deterministic=deterministic)
 
 
-def train_checkpointed(cache: ArrayCache, template: nn.Module, arch: dict, inits: list[State], trainable: list[str],
+Arrays = dict[str, np.ndarray]
+# ``ctx.cached`` bound to a cache kind: (keys, compute(missing indices) -> arrays per index) -> arrays per key
+Cached = Callable[[Sequence[str], Callable[[list[int]], list[Arrays]]], list[Arrays]]
+
+
+def train_checkpointed(cached: Cached, template: nn.Module, arch: dict, inits: list[State], trainable: list[str],
                        optim: OptimConfig, x: torch.Tensor, y: torch.Tensor, data_digest: str, schedule: Schedule,
                        checkpoints: Sequence[int], measure: Measure, measure_key: str, names: list[str],
                        deterministic: bool, progress: Progress | None = None) -> Checkpointed:
     """Train every model on ``schedule`` with the engine's vectorized trainer, measuring the models
-    after each checkpoint's step; load everything from the cache instead when it is all there."""
+    after each checkpoint's step. The checkpoints' arrays go through ``cached`` (one entry per
+    checkpoint, keyed by the run's content key and the step): the run trains only when one of
+    them is missing, and then measures them all in that one pass."""
     steps = sorted(set(int(c) for c in checkpoints))
     if not steps or steps[0] < 1 or steps[-1] > schedule.steps:
         raise ValueError(f"checkpoints must lie in [1, {schedule.steps}], got {list(checkpoints)}")
     key = run_key(arch, inits, trainable, optim, data_digest, schedule, measure_key, deterministic)
-    keys = {c: content_key(run=key, step=c) for c in steps}
-    if all(cache.has(k, names) for k in keys.values()):
-        return Checkpointed(key, steps, [cache.load(keys[c], names) for c in steps], trained=False)
-    measured: dict[int, dict[str, np.ndarray]] = {}
+    final: list[State] = []
 
-    def hook(done: int, current: Callable[[], list[State]]) -> None:
-        if done in keys:
-            measured[done] = measure(current())
+    def compute(missing: list[int]) -> list[Arrays]:
+        measured: dict[int, Arrays] = {}
 
-    with deterministic_algorithms(deterministic):
-        final = train_vectorized(template, inits, trainable, optim, x, y, schedule, progress=progress,
-                                 view_seed=int(data_digest[:8], 16), on_step=hook)
-    for init, state in zip(inits, final):
-        check_frozen(init, state, trainable)
-    for c in steps:
-        cache.save(keys[c], {n: measured[c][n] for n in names})
-    return Checkpointed(key, steps, [measured[c] for c in steps], trained=True, final=final)
+        def hook(done: int, current: Callable[[], list[State]]) -> None:
+            if done in steps:
+                measured[done] = measure(current())
+
+        with deterministic_algorithms(deterministic):
+            states = train_vectorized(template, inits, trainable, optim, x, y, schedule, progress=progress,
+                                      view_seed=int(data_digest[:8], 16), on_step=hook)
+        for init, state in zip(inits, states):
+            check_frozen(init, state, trainable)
+        final.extend(states)
+        return [{n: measured[steps[i]][n] for n in names} for i in missing]
+
+    signals = cached([content_key(run=key, step=c) for c in steps], compute)
+    return Checkpointed(key, steps, signals, trained=bool(final), final=final or None)

@@ -1,1 +1,0 @@
-"""Model extraction of fine-tuned models through their API: black box, identification, pruning."""

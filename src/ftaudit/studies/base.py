@@ -1,0 +1,109 @@
+"""What a study is, and the two tools every study gets.
+
+A study is ``Study(name, description, Config, run)``: its own pydantic config class (a
+:class:`~ftaudit.config.StudyConfig` composed of shared sections and its own) and a function
+``run(cfg, ctx) -> StudyOutput``. A study chooses data, jobs and signals. It never writes a training
+loop (``ctx.train`` hands groups to the engine), never scores its headline (it names a registered
+evaluator and hands it arrays: ``StudyOutput.evaluation``) and never renders (the report does).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence, overload
+
+import numpy as np
+
+from ftaudit.attacks.evaluators import EvaluationRequest
+from ftaudit.config import StudyConfig
+from ftaudit.report.blocks import ReportSection
+from ftaudit.store.runs import Store
+from ftaudit.train.engine import Engine, Reporter, TrainGroup, TrainResult
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Context:
+    """What a study may use: the engine (``train``), the content-addressed array cache
+    (``cached``), stage timers, and the store for its other caches."""
+
+    store: Store
+    engine: Engine
+    reporter: Reporter | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    models_trained: int = 0
+    models_loaded: int = 0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def train(self, group: TrainGroup, *, vectorized: bool | None = None) -> TrainResult:
+        """Train the group's missing models through the engine (cached ones are loaded) and count
+        both. ``vectorized`` is the study's preference, used when ``engine.vectorized`` is unset."""
+        result = self.engine.train(group, vectorized=vectorized)
+        self.models_trained += result.trained
+        self.models_loaded += result.loaded
+        return result
+
+    @overload
+    def cached(self, kind: str, key: str, compute: Callable[[], Arrays]) -> Arrays: ...
+
+    @overload
+    def cached(self, kind: str, key: Sequence[str], compute: Callable[[list[int]], list[Arrays]]) -> list[Arrays]: ...
+
+    def cached(self, kind, key, compute):
+        """Named arrays by content key: compute what is missing, store it, load it.
+
+        With one key, ``compute()`` returns the arrays. With a list of keys, ``compute(missing)``
+        gets the indices of the missing keys and returns one dict per index, so a batch of models
+        is queried in one call and only for what no earlier run stored.
+        """
+        cache = self.store.arrays(kind)
+        if isinstance(key, str):
+            if not cache.has_entry(key):
+                cache.save_entry(key, compute())
+            return cache.load_entry(key)
+        keys = list(key)
+        missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
+        if missing:
+            fresh = compute(missing)
+            if len(fresh) != len(missing):
+                raise ValueError(f"cache {kind!r}: compute returned {len(fresh)} entries for {len(missing)} missing keys")
+            for i, arrays in zip(missing, fresh):
+                cache.save_entry(keys[i], arrays)
+        return [cache.load_entry(k) for k in keys]
+
+
+@dataclass
+class StudyOutput:
+    """What a study hands the pipeline.
+
+    ``evaluation`` names a registered evaluator (leave-one-out over signals, TMI metaclassifiers, …)
+    and carries its inputs; the pipeline scores it, summarises every attack with bootstrap CIs and
+    stores the result. ``member_rate`` is the share of models each audit example was a member of.
+    """
+
+    title: str
+    evaluation: EvaluationRequest
+    member_rate: np.ndarray  # [N]
+    utility: list[dict]  # {"name", "value", "lo", "hi", "note"}
+    audit_arrays: dict[str, np.ndarray]  # e.g. audit_x (images) and audit_y, shown in the report
+    models: list[tuple[str, int, str, int]]  # (role, index, model key, seed)
+    seeds: dict
+    notes: list[str] = field(default_factory=list)
+    sections: list[ReportSection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    Config: type[StudyConfig]
+    run: Callable[[StudyConfig, Context], StudyOutput]
