@@ -19,6 +19,30 @@ def run(study: str = "finetune-mia", *, config: str | Path | None = None, overri
     return run_pipeline(cfg, reporter)
 
 
+def audit(model: Any = None, members: Any = None, nonmembers: Any = None, *, base: Any = None, tokenizer: Any = None,
+          task: str | None = None, out: str | Path = "ftaudit-runs", config: str | Path | None = None,
+          overrides: list[str] | None = None, reporter: Reporter | None = None, **settings: Any) -> RunResult:
+    """Audit a fine-tuned model: the ``audit`` study, returning the same result as :func:`run`.
+
+    ``model`` / ``base``: a directory, a hub id, or an in-memory transformers / peft model (then pass
+    ``tokenizer``, an object or a directory). ``members`` / ``nonmembers``: a file path, a list of
+    strings, a list of dicts with ``text`` (+ ``label``), or ``ftaudit.data.records.Records``.
+    ``settings`` set other keys: ``fail_above="tpr@0.01=0.05"``, ``max_records=500``, ``reveal=True``,
+    ``demo=True``, ``seed=1``, ``metrics__bootstrap=2000``. The gate's outcome is in
+    ``result.results["audit"]["gate"]`` (the CLI exits 3 when it fires)."""
+    from ftaudit.studies.audit.config import forget, remember
+
+    given = {"model": model, "members": members, "nonmembers": nonmembers, "base": base, "tokenizer": tokenizer}
+    named = {k: (v if v is None or isinstance(v, str) else str(v) if isinstance(v, Path) else remember(v))
+             for k, v in given.items()}
+    try:
+        kwargs = {f"audit__{k}": v for k, v in {**named, "task": task}.items() if v is not None}
+        cfg = build_config("audit", config, overrides, **kwargs, out=str(out), **settings)
+        return run_pipeline(cfg, reporter)
+    finally:
+        forget(*named.values())
+
+
 def load_run(run: str | Path, out: str | Path = "ftaudit-runs") -> RunResult:
     """A finished run, by its directory or by its id (or a unique prefix) in the store ``out``."""
     path = Path(run)

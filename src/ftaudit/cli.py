@@ -1,6 +1,7 @@
-"""Command line: ``ftaudit run | studies | ls | report | config``.
+"""Command line: ``ftaudit run | audit | studies | ls | report | config``.
 
-User mistakes print one line naming the field and the fix, and exit with status 2 (no traceback).
+User mistakes print one line naming the field and the fix, and exit with status 2 (no traceback);
+``ftaudit audit --fail-above`` exits 3 when its gate fires.
 """
 from __future__ import annotations
 
@@ -65,6 +66,73 @@ def run(
     console.print(f"run [bold]{result.run_id}[/] in {t['total']:.1f}s "
                   f"({result.results['cache']['models_trained']} models trained, {result.results['cache']['models_loaded']} from cache)")
     console.print(f"report: {result.report}")
+    _gate_exit(result.results)
+
+
+GATE_EXIT = 3  # an audit's gate (`--fail-above`) fired: the model leaks more than the threshold
+
+
+def _gate_exit(results: dict) -> None:
+    gate = (results.get("audit") or {}).get("gate")
+    if gate and gate["fired"]:
+        print(gate["message"], file=sys.stderr)
+        raise typer.Exit(GATE_EXIT)
+
+
+@app.command()
+def audit(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="the fine-tuned model: save_pretrained directory, "
+                                        "PEFT adapter directory or hub id"),
+    members: Optional[str] = typer.Option(None, "--members", help="records it was fine-tuned on (.txt one per line, "
+                                          ".jsonl/.csv with text [+ label], .npz, datasets dir)"),
+    nonmembers: Optional[str] = typer.Option(None, "--nonmembers", help="records of the same kind it never saw"),
+    base: Optional[str] = typer.Option(None, "--base", help="the pretrained model it was fine-tuned from (adds the "
+                                       "base-ratio attack)"),
+    task: Optional[str] = typer.Option(None, "--task", help="auto | causal-lm | masked-lm | classification | "
+                                       "image-classification"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer directory, when the model's has none"),
+    max_records: Optional[int] = typer.Option(None, "--max-records", help="records audited per set (random subset)"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="tokens per record (default: the model's context)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    fail_above: Optional[str] = typer.Option(None, "--fail-above", help="gate, e.g. tpr@0.01=0.05 or auc=0.6: exit 3 "
+                                             "when any attack's CI lower bound is above it"),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="canary manifest from ftaudit.inject: adds "
+                                           "canary exposure and the one-run epsilon lower bound"),
+    accounted_epsilon: Optional[float] = typer.Option(None, "--accounted-epsilon", help="the epsilon your DP "
+                                                      "accountant reported (checked against the one-run bound)"),
+    reveal: bool = typer.Option(False, "--reveal", help="write record text into records.csv"),
+    demo: bool = typer.Option(False, "--demo", help="build, fine-tune and audit a tiny GPT-2 offline (files under "
+                              "OUT/demo)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override a key: --set metrics.bootstrap=2000"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help=f"store directory (default {DEFAULT_STORE})"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="run seed (record sampling, maskings, bootstrap)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+) -> None:
+    """Audit your own fine-tuned model: does it leak its fine-tuning records? Exit 3 when --fail-above fires."""
+    from ftaudit.config import build_config
+    from ftaudit.pipeline import run_pipeline
+    from ftaudit.report import render_table
+
+    flags = {"model": model, "members": members, "nonmembers": nonmembers, "base": base, "task": task,
+             "tokenizer": tokenizer, "max_records": max_records, "max_length": max_length, "batch_size": batch_size,
+             "device": device, "fail_above": fail_above, "manifest": manifest, "accounted_epsilon": accounted_epsilon}
+    settings = {f"audit__{k}": v for k, v in flags.items() if v is not None}
+    settings.update({f"audit__{k}": True for k, v in (("reveal", reveal), ("demo", demo)) if v})
+    settings.update({k: v for k, v in (("out", out), ("seed", seed)) if v is not None})
+    cfg = build_config("audit", config, list(set_), **settings)
+    if cfg.audit.demo and not quiet:
+        err_console.print(f"demo: a tiny GPT-2 fine-tuned on 150 Shakespeare paragraphs, saved under {cfg.out}/demo")
+    result = run_pipeline(cfg, None)
+    res = result.results
+    render_table(res, console)
+    for note in res.get("notes", []):
+        console.print(f"• {note}", markup=False, highlight=False)
+    console.print(f"run [bold]{result.run_id}[/] in {res['timings']['total']:.1f}s")
+    console.print(f"records: {result.path / 'records.csv'}", markup=False, highlight=False)
+    console.print(f"report: {result.report}", markup=False, highlight=False)
+    _gate_exit(res)
 
 
 @app.command()

@@ -26,7 +26,7 @@ from ftaudit.metrics import roc_curve
 from ftaudit.pipeline_seeds import seed_spread_section
 from ftaudit.report import write_report
 from ftaudit.studies import Context, StudyOutput, get_study
-from ftaudit.store.atomic import atomic_write_text
+from ftaudit.store.atomic import atomic_write, atomic_write_text
 from ftaudit.store.runs import Store, write_arrays, write_results
 from ftaudit.train.engine import Engine, Reporter
 
@@ -133,7 +133,7 @@ def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResul
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
         "attacks": [a.to_dict() for a in ev.attacks], "skipped_attacks": dict(pooled.skipped), "best_attack": best,
         "exposed": exposed, "notes": out.notes + findings(ev),
-        "sections": [section.to_dict() for section in out.sections],
+        "sections": [section.to_dict() for section in out.sections], **out.extra,
     }
     partial = store.new_run_dir(run_id)
     try:
@@ -160,6 +160,10 @@ def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: Stu
     arrays.update({f"scores-{n}": s for n, s in pooled.scores.items()})
     arrays.update({f"roc-{n}": c for n, c in curves.items()})
     write_arrays(partial, arrays)
+    for name, data in out.files.items():
+        if "/" in name or name.startswith(".") or name in ("results.json", "config.yaml", "report.html"):
+            raise ValueError(f"a study may not write {name!r} into its run directory")
+        atomic_write(partial / name, lambda p, data=data: p.write_bytes(data))
     atomic_write_text(partial / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     results["timings"] = {**{k: round(v, 3) for k, v in ctx.timings.items()}, "total": round(time.perf_counter() - start, 3)}
     write_results(partial, results)

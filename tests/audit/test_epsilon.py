@@ -9,8 +9,8 @@ from scipy import stats
 from scipy.special import expit
 
 from audit_sim import gaussian_delta, gaussian_scores, gaussian_sigma, rr_scores
-from ftaudit.audit import cp_lower, cp_upper, epsilon_from_counts, epsilon_from_scores
-from ftaudit.audit.epsilon import candidate_thresholds
+from ftaudit.empirical import cp_lower, cp_upper, epsilon_from_counts, epsilon_from_scores
+from ftaudit.empirical.epsilon import candidate_thresholds
 
 SEEDS = range(4)
 

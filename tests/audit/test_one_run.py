@@ -9,8 +9,8 @@ from scipy import stats
 from scipy.special import logit
 
 from audit_sim import gaussian_scores, rr_scores
-from ftaudit.audit import one_run_epsilon, one_run_epsilon_from_counts, one_run_p_value
-from ftaudit.audit.one_run import default_grid, guess_counts
+from ftaudit.empirical import one_run_epsilon, one_run_epsilon_from_counts, one_run_p_value
+from ftaudit.empirical.one_run import default_grid, guess_counts
 
 M = 1000
 

@@ -41,4 +41,6 @@ SMALL: dict[str, list[str]] = {
                  "stealing.victim_epochs=1", "stealing.id_budgets=[4,8]", "stealing.budgets=[8]", "stealing.distill_steps=2",
                  "stealing.latency_lengths=[8]", "stealing.latency_batches=[1]", "stealing.latency_repeats=1",
                  "stealing.prune_fractions=[0.0,1.0]", "metrics.bootstrap=50"],
+    # the audit needs a model and record files: its demo builds them (offline, under <out>/demo, reused)
+    "audit": ["audit.demo=true", "metrics.bootstrap=50"],
 }

@@ -13,6 +13,7 @@ studies (which import this module through the MLM objective) never need it.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -29,6 +30,10 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
                   "mask_token": "[MASK]"}
 PAD_ID = 0
 MASK_ID = 4
+# files of a saved tokenizer: a directory with none of them has no tokenizer (transformers 5 would build an
+# empty one from config.json alone, which encodes every text to nothing)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
 TOKENIZER_VERSION = "byte-bpe-v1"  # bump when the training recipe changes: cached tokenizers stop matching
 
 
@@ -87,6 +92,9 @@ def load_tokenizer(name_or_dir: str | Path, local_files_only: bool | None = None
     from transformers import AutoTokenizer
 
     local = Path(name_or_dir).is_dir()
+    if local and not any((Path(name_or_dir) / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(field, f"cannot load a tokenizer for {str(name_or_dir)!r}: the directory has no tokenizer files",
+                        "save the model's tokenizer next to it (tokenizer.save_pretrained(dir))")
     try:
         return AutoTokenizer.from_pretrained(str(name_or_dir),
                                              local_files_only=local if local_files_only is None else local_files_only)
@@ -96,9 +104,34 @@ def load_tokenizer(name_or_dir: str | Path, local_files_only: bool | None = None
                         "pass a local directory holding tokenizer.json / tokenizer_config.json") from exc
 
 
-def tokenizer_digest(tokenizer: "PreTrainedTokenizerBase") -> str:
-    """sha256 of the tokenizer's full definition (vocabulary, merges, special tokens), for content keys."""
+def tokenizer_identity(tokenizer: "PreTrainedTokenizerBase") -> dict:
+    """What decides how text becomes ids: the vocabulary (token -> id, added tokens included), the BPE
+    merges (from the fast tokenizer's backend, or a slow tokenizer's ranks) and the special tokens
+    (content -> id). Not the padding / truncation settings, which transformers writes into the backend
+    whenever the tokenizer is called with padding or truncation, nor the special-token roles."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    merges: list = []
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    if backend is not None:
+        model = json.loads(backend.to_str()).get("model", {})
+        merges = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges", None) or []]
+        special = sorted((int(i), str(t.content)) for i, t in backend.get_added_tokens_decoder().items() if t.special)
+    else:
+        ranks = getattr(tokenizer, "bpe_ranks", None) or {}
+        merges = [list(pair) for pair, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+        special = []
+    for token in getattr(tokenizer, "all_special_tokens", []):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None:
+            special.append((int(token_id), str(token)))
+    return {"vocab": vocab, "merges": merges, "special": sorted(set(special))}
+
+
+def tokenizer_digest(tokenizer: "PreTrainedTokenizerBase") -> str:
+    """sha256 of the tokenizer's identity (vocabulary, merges, special tokens; see ``tokenizer_identity``),
+    for content keys and the "same tokenizer" checks: two tokenizers that map text to the same ids have
+    the same digest, whatever padding or truncation they were saved or last called with."""
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise TypeError("tokenizer_digest needs a fast (Rust-backed) tokenizer")
-    return hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+    text = json.dumps(tokenizer_identity(tokenizer), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -24,6 +24,7 @@ BUILTIN = {
     "lm-methods": "lm.methods",
     "lm-extraction": "lm.extraction",
     "stealing": "stealing.study",
+    "audit": "audit.study",
 }
 
 _REGISTERED: dict[str, Study] = {}

@@ -99,6 +99,8 @@ class StudyOutput:
     seeds: dict
     notes: list[str] = field(default_factory=list)
     sections: list[ReportSection] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra files of the run directory, e.g. records.csv
+    extra: dict = field(default_factory=dict)  # study-specific entries of results.json (e.g. an audit's verdict)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ftaudit.audit import epsilon_from_scores, one_run_epsilon
+from ftaudit.empirical import epsilon_from_scores, one_run_epsilon
 from ftaudit.dp.accounting import accounted_epsilon
 from ftaudit.dp.spec import DPSpec, dp_spec
 from ftaudit.evaluation import Evaluation, evaluate_signals

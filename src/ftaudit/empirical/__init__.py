@@ -1,9 +1,9 @@
 """Differential-privacy audits: empirical lower bounds on epsilon from canary membership guesses.
 
-:mod:`~ftaudit.audit.epsilon` uses many training runs (Clopper-Pearson on one threshold's rates);
-:mod:`~ftaudit.audit.one_run` uses a single run with many independently included canaries.
+:mod:`~ftaudit.empirical.epsilon` uses many training runs (Clopper-Pearson on one threshold's rates);
+:mod:`~ftaudit.empirical.one_run` uses a single run with many independently included canaries.
 """
-from ftaudit.audit.epsilon import (
+from ftaudit.empirical.epsilon import (
     Counts,
     EpsilonBound,
     cp_lower,
@@ -11,7 +11,7 @@ from ftaudit.audit.epsilon import (
     epsilon_from_counts,
     epsilon_from_scores,
 )
-from ftaudit.audit.one_run import (
+from ftaudit.empirical.one_run import (
     OneRunBound,
     one_run_epsilon,
     one_run_epsilon_from_counts,
