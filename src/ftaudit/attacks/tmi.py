@@ -27,12 +27,10 @@ non-members (measured on :func:`shifted_logits_world`, 12 models, 150 points, 4 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from ftaudit.attacks.base import balanced_references
 from ftaudit.attacks.evaluators import register_evaluator
@@ -40,6 +38,7 @@ from ftaudit.attacks.leave_one_out import PooledScores
 from ftaudit.attacks.membership import VAR_FLOOR
 from ftaudit.attacks.tmi_meta import MetaConfig, train_metaclassifiers, train_metaclassifiers_loop
 from ftaudit.seeding import derive_seed
+from ftaudit.threads import torch_threads
 
 __all__ = ["ADAPTED_LIRA", "GLOBAL_THRESHOLD", "TMI", "MetaConfig", "MetaclassifierInputs", "adapted_lira_scores",
            "clip_rows", "global_threshold_scores", "ledoit_wolf", "logit_scale", "score_metaclassifiers",
@@ -272,16 +271,10 @@ def victim_scores(outputs, kind: str, keep, victim: int, meta: MetaConfig = Meta
     return {k: v for p in parts for k, v in p.scores.items()}
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
+def single_thread():
     """Run the metaclassifiers on one thread: their tensors are tiny, and on a shared 2-core machine a
     second thread only adds synchronisation (measured 5-10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 VictimScores = list[dict[str, np.ndarray]]

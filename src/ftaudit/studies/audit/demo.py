@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from ftaudit.seeding import derive_seed
+from ftaudit.threads import torch_threads
 
 VERSION = "audit-demo-v1"  # bump when the demo changes: a stored demo is rebuilt
 RECORDS = 150  # per set
@@ -32,16 +31,9 @@ PRETRAIN_STEPS, PRETRAIN_BATCH = 150, 16
 FINETUNE_EPOCHS, FINETUNE_BATCH, LR = 4, 10, 3e-3
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny models are dispatch-bound: on a busy 2-core machine a second torch thread waiting for a core
-    made them 5-10x slower. The demo builds and scores with one thread (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def one_thread():
+    """The demo builds and scores its tiny models with one torch thread (restored afterwards)."""
+    return torch_threads(1)
 
 
 def demo_paths(root: Path) -> dict[str, str]:

@@ -11,12 +11,9 @@
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-import torch
 
 from ftaudit.config import StudyConfig
 from ftaudit.data.text import TextBlocks, encode, load_corpus, make_blocks
@@ -28,6 +25,7 @@ from ftaudit.models.lm import LMWrapper, initial_state, lm_arch_spec, load_pretr
 from ftaudit.store.cache import content_key, state_digest
 from ftaudit.studies.base import Context
 from ftaudit.studies.lm.config import CAUSAL_TINY, MASKED_TINY, LMFinetuneConfig, LMTextConfig
+from ftaudit.threads import torch_threads
 from ftaudit.train.engine import TrainResult
 from ftaudit.train.mlm import masked_lm_objective
 from ftaudit.train.trainers import State
@@ -40,18 +38,11 @@ __all__ = ["CAUSAL", "MASKED", "TINY", "VECTORIZED", "Base", "base_model", "bloc
            "model_name", "pretrain_base", "tokenizer_for"]
 
 
-@contextmanager
-def lm_threads(cfg: StudyConfig) -> Iterator[None]:
+def lm_threads(cfg: StudyConfig):
     """One torch thread when engine.threads is 0 (torch's default otherwise): tiny LMs are
     dispatch-bound, and a second OpenMP thread waiting for a busy core made them several times
     slower on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    if not cfg.engine.threads:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(None if cfg.engine.threads else 1)
 
 
 @dataclass
