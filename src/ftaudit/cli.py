@@ -101,6 +101,17 @@ def audit(
                                            "canary exposure and the one-run epsilon lower bound"),
     accounted_epsilon: Optional[float] = typer.Option(None, "--accounted-epsilon", help="the epsilon your DP "
                                                       "accountant reported (checked against the one-run bound)"),
+    regurgitation: Optional[bool] = typer.Option(None, "--regurgitation/--no-regurgitation", help="prompt with each "
+                                                 "record's first tokens and match the continuations (default: causal "
+                                                 "LMs; tune with --set audit.prefix_tokens=32 etc.)"),
+    references: Optional[int] = typer.Option(None, "--references", help="fine-tuning-aware references: N models (even) "
+                                             "fine-tuned from --base with --recipe on --population, for LiRA and RMIA"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="YAML of your fine-tuning recipe (method, lora_rank, "
+                                         "lr, epochs, batch_size, max_length)"),
+    population: Optional[str] = typer.Option(None, "--population", help="records of the same kind the model never saw "
+                                             "(the references train on random halves)"),
+    online: bool = typer.Option(False, "--online", help="references also train on the audited records (adds LiRA "
+                                "online)"),
     reveal: bool = typer.Option(False, "--reveal", help="write record text into records.csv"),
     demo: bool = typer.Option(False, "--demo", help="build, fine-tune and audit a tiny GPT-2 offline (files under "
                               "OUT/demo)"),
@@ -117,9 +128,10 @@ def audit(
 
     flags = {"model": model, "members": members, "nonmembers": nonmembers, "base": base, "task": task,
              "tokenizer": tokenizer, "max_records": max_records, "max_length": max_length, "batch_size": batch_size,
-             "device": device, "fail_above": fail_above, "manifest": manifest, "accounted_epsilon": accounted_epsilon}
+             "device": device, "fail_above": fail_above, "manifest": manifest, "accounted_epsilon": accounted_epsilon,
+             "regurgitation": regurgitation, "references": references, "recipe": recipe, "population": population}
     settings = {f"audit__{k}": v for k, v in flags.items() if v is not None}
-    settings.update({f"audit__{k}": True for k, v in (("reveal", reveal), ("demo", demo)) if v})
+    settings.update({f"audit__{k}": True for k, v in (("reveal", reveal), ("demo", demo), ("online", online)) if v})
     settings.update({k: v for k, v in (("out", out), ("seed", seed)) if v is not None})
     cfg = build_config("audit", config, list(set_), **settings)
     if cfg.audit.demo and not quiet:

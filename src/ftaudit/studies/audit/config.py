@@ -122,6 +122,26 @@ class AuditSection(ConfigSection):
     accounted_epsilon: float | None = Field(default=None, ge=0, description="the epsilon your DP accountant reported "
                                                                             "for the fine-tune: the one-run bound is "
                                                                             "checked against it (with manifest)")
+    references: int = Field(default=0, ge=0, description="fine-tuning-aware references (causal LMs): this many models "
+                                                         "(even) fine-tuned from `base` with `recipe` on random halves "
+                                                         "of `population`, for LiRA and RMIA; 0 = off")
+    recipe: str | None = Field(default=None, description="references: YAML file of your fine-tuning recipe (method and "
+                                                          "its options, optimizer, lr, epochs, batch_size, max_length)")
+    population: str | None = Field(default=None, description="references: records of the same distribution that the "
+                                                              "audited model never saw (same formats as members)")
+    online: bool = Field(default=False, description="references: also train on the audited records (each is in half of "
+                                                    "the references' data): adds LiRA online")
+    regurgitation: bool | Literal["auto"] = Field(default="auto", description="prompt the model with each record's "
+                                                  "first tokens and match its greedy and sampled continuations against "
+                                                  "the true suffix, members vs the non-member control; auto: causal "
+                                                  "LMs only")
+    prefix_tokens: int = Field(default=32, ge=1, description="regurgitation: prompt tokens (at most half the record)")
+    suffix_tokens: int = Field(default=16, ge=1, description="regurgitation: continuation tokens compared with the "
+                                                             "record's suffix (shorter records are skipped, counted)")
+    samples: int = Field(default=4, ge=0, description="regurgitation: seeded top-40 sampled continuations per record "
+                                                      "(besides the greedy one)")
+    regurgitation_records: int = Field(default=200, ge=1, description="regurgitation: records prompted per set (a "
+                                                                      "random subset of the long-enough ones)")
     demo: bool = Field(default=False, description="build, fine-tune and audit ftaudit's own tiny GPT-2 (offline; "
                                                   "model and record files under <out>/demo); model, members, "
                                                   "nonmembers and base must then be null")
@@ -137,6 +157,16 @@ class AuditSection(ConfigSection):
     def _demo(self) -> "AuditSection":
         if self.accounted_epsilon is not None and self.manifest is None:
             raise ValueError("accounted_epsilon is checked against the canaries' one-run bound: give a manifest too")
+        if self.online and not self.references:
+            raise ValueError("online trains references on the audited records: set references (e.g. 8) too")
+        if self.references:
+            if self.references % 2:
+                raise ValueError(f"references must be even (each record is in half of them), got {self.references}")
+            missing = [k for k in ("recipe", "population") if getattr(self, k) is None]
+            missing += ["base"] if self.base is None and not self.demo else []
+            if missing:
+                raise ValueError(f"references are fine-tuned from your base with your recipe on population records: "
+                                 f"give {', '.join(missing)} too (--{' --'.join(missing)})")
         if self.demo:
             given = [k for k in ("model", "members", "nonmembers", "base") if getattr(self, k) is not None]
             if given:

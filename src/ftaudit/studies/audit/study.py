@@ -19,6 +19,7 @@ from ftaudit.attacks.leave_one_out import PooledScores
 from ftaudit.evaluation import evaluate
 from ftaudit.seeding import derive_seed
 from ftaudit.studies.audit import outputs
+from ftaudit.studies.audit import references as refs
 from ftaudit.studies.audit.config import AuditConfig
 from ftaudit.studies.audit.inputs import FLAGS, concat, load_models, prepare
 from ftaudit.studies.audit.scoring import BASE_ATTACK, DESCRIPTIONS, context_limit, record_scores
@@ -35,6 +36,7 @@ def run(cfg: AuditConfig, ctx) -> StudyOutput:
             spec.update(build_demo(Path(cfg.out) / "demo", cfg.seed))
     with ctx.stage("data"):
         inp = prepare(cfg, spec)
+        checked = refs.check(cfg, inp) if a.references else None  # before any weights are read
     with ctx.stage("load"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "audit-load") % 2**31)  # any freshly initialised head: seeded
         target, base = load_models(cfg, inp)
@@ -48,9 +50,15 @@ def run(cfg: AuditConfig, ctx) -> StudyOutput:
         with one_thread() if a.demo else nullcontext():
             scores, truncated = record_scores(target, records, base, a.batch_size, a.max_length, seed=cfg.seed)
             canaries = _canaries(cfg, inp, target)
+    with ctx.stage("regurgitation"), one_thread() if a.demo else nullcontext():
+        regurg = _regurgitation(cfg, target, base, records, labels)
+    ref_info = None
+    if a.references:  # fine-tuning-aware references: LiRA / RMIA scores join the others
+        ref_scores, ref_info = refs.reference_scores(ctx, cfg, target, base, records, checked)
+        scores.update(ref_scores)
 
     pooled = PooledScores(scores, labels, np.arange(len(labels)), np.zeros(len(labels), dtype=np.int64))
-    request = precomputed(pooled, {k: DESCRIPTIONS[target.task][k] for k in scores})
+    request = precomputed(pooled, {k: {**DESCRIPTIONS[target.task], **refs.DESCRIPTIONS}[k] for k in scores})
     summary = outputs.summary_of(evaluate(ctx.store.metrics, request, cfg.metrics, cfg.seed).attacks)
     primary = BASE_ATTACK[target.task] if BASE_ATTACK[target.task] in scores else "loss"
     counts = {**inp.counts, "truncated": truncated,
@@ -58,14 +66,23 @@ def run(cfg: AuditConfig, ctx) -> StudyOutput:
     info = {"task": target.task, "model": target.source, "base": base.source if base is not None else None,
             "counts": counts, "resolvable_fpr": outputs.resolvable_fpr(len(nonmembers)), "reveal": a.reveal,
             "verdict": outputs.verdict(summary, primary, cfg.metrics.fprs, len(nonmembers), cfg.metrics.ci_level),
-            "gate": outputs.evaluate_gate(summary, a.fail_above), "canaries": canaries}
+            "gate": outputs.evaluate_gate(summary, a.fail_above), "canaries": canaries, "references": ref_info,
+            "regurgitation": regurg[0] if regurg else None}
 
     salt = outputs.new_salt()  # never stored: ids cannot be matched to texts without it
     keys = [outputs.record_key(records.texts, records.images, i) for i in range(len(records))]
     position = np.array([inp.where["member" if m else "nonmember"][k] for k, m in zip(keys, labels)])
     table = outputs.records_csv(scores, labels, position, [outputs.salted_id(salt, k) for k in keys],
                                 records.labels, records.texts if a.reveal else None)
-    notes = list(info["verdict"]["text"]) + _count_notes(counts, a.max_records) + _canary_notes(canaries)
+    if regurg:
+        from ftaudit.studies.audit import regurgitation as rg
+
+        table = rg.add_columns(table, regurg[1])
+        notes_regurg, sections = rg.notes(regurg[0]), [rg.section(regurg[0])]
+    else:
+        notes_regurg, sections = [], []
+    notes = (list(info["verdict"]["text"]) + _count_notes(counts, a.max_records) + _canary_notes(canaries)
+             + refs.notes(ref_info) + notes_regurg)
     if info["gate"]:
         notes.append(info["gate"]["message"])
     models = [("target", 0, target.source, cfg.seed)] + ([("base", 0, base.source, cfg.seed)] if base is not None else [])
@@ -73,8 +90,22 @@ def run(cfg: AuditConfig, ctx) -> StudyOutput:
         title=f"Audit of {target.source} ({target.task}): {len(members)} members vs {len(nonmembers)} non-members",
         evaluation=request, member_rate=labels.astype(np.float64), utility=[],
         audit_arrays={"audit_y": records.labels} if records.labels is not None else {},
-        models=models, seeds={"run": cfg.seed}, notes=notes, sections=[outputs.audit_section(info)],
+        models=models, seeds={"run": cfg.seed}, notes=notes, sections=[outputs.audit_section(info), *sections],
         files={"records.csv": table}, extra={"audit": info})
+
+
+def _regurgitation(cfg: AuditConfig, target, base, records, labels) -> tuple[dict, dict] | None:
+    """Regurgitation of the records (causal LMs; ``regurgitation``): (results, records.csv columns)."""
+    from ftaudit.errors import UserError
+    from ftaudit.studies.audit import regurgitation as rg
+
+    a = cfg.audit
+    if a.regurgitation is True and target.task != "causal-lm":
+        raise UserError("audit.regurgitation", f"regurgitation prompts a causal LM; the model is a {target.task} model",
+                        "set audit.regurgitation to auto or false")
+    if not rg.enabled(a.regurgitation, target.task):
+        return None
+    return rg.run_audit(cfg, target, records, labels, context_limit(target, base, a.max_length))
 
 
 def _canaries(cfg: AuditConfig, inp, target) -> dict | None:
