@@ -35,7 +35,7 @@ from ftaudit.studies.base import Context, Study, StudyOutput
 from ftaudit.studies.tmi.common import dp_columns, finetune_recipe, template_arch
 from ftaudit.studies.tmi.config import TMIStudyConfig
 from ftaudit.studies.tmi.scoring import DESCRIPTIONS, Outputs, Scorer, fmt, metric_cells, study_threads, verdict
-from ftaudit.studies.tmi.sweeps import Tuned, augmentation_sweep, dp_sweep, method_sweep, shadow_sweep
+from ftaudit.studies.tmi.sweeps import Tuned, all_sweeps
 from ftaudit.studies.vision import QuerySet, fresh_state, query_models, train_group, with_new_head
 from ftaudit.train.engine import TrainResult
 
@@ -236,14 +236,7 @@ def study(cfg: TMIStudyConfig, ctx: Context) -> StudyOutput:
         if group:
             sections.append(group)
         retune = lambda method, eps: tune(ctx, cfg, w, shadows, method, eps)  # noqa: E731
-        if t.shadow_counts:
-            sections.append(shadow_sweep(scorer, headline.outputs, w.keep))
-        if t.methods:
-            sections.append(method_sweep(scorer, w.keep, retune))
-        if t.epsilons:
-            sections.append(dp_sweep(scorer, w.keep, retune, headline.outputs))
-        if t.augmentation_counts:
-            sections.append(augmentation_sweep(scorer, headline.outputs, w.keep))
+        sections += all_sweeps(scorer, t, headline.outputs, w.keep, retune)
     task = w.task
     utility = pretraining_utility(ctx, cfg, w, shadows) + [
         {**headline.utility, "name": f"downstream test accuracy ({t.method})",

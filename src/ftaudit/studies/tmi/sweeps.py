@@ -172,3 +172,18 @@ def dp_sweep(scorer: Scorer, keep: np.ndarray, tune: Tune, headline: Outputs) ->
         "from the noise it adds to the head the attacker queries through. The flat lines are the same method "
         f"without DP on the same {len(victims)} victims.", paired_text(scorer, [(ref, p) for p in points])],
         "target ε of the fine-tuning", points, xlog=True, ref=ref)
+
+
+def all_sweeps(scorer: Scorer, tmi, headline: Outputs, keep: np.ndarray, tune: Tune) -> list[ReportSection]:
+    """The sweeps both TMI studies run (each only when its list in the ``tmi`` section is non-empty):
+    shadows, fine-tuning method, DP ε, queries per point."""
+    sections = []
+    if tmi.shadow_counts:
+        sections.append(shadow_sweep(scorer, headline, keep))
+    if tmi.methods:
+        sections.append(method_sweep(scorer, keep, tune))
+    if tmi.epsilons:
+        sections.append(dp_sweep(scorer, keep, tune, headline))
+    if tmi.augmentation_counts:
+        sections.append(augmentation_sweep(scorer, headline, keep))
+    return sections

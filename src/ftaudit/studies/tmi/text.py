@@ -28,7 +28,7 @@ from ftaudit.studies.base import Context, Study, StudyOutput
 from ftaudit.studies.tmi.common import dp_columns, finetune_recipe
 from ftaudit.studies.tmi.config import TMITextStudyConfig
 from ftaudit.studies.tmi.scoring import DESCRIPTIONS, Outputs, Scorer, fmt, study_threads, verdict
-from ftaudit.studies.tmi.sweeps import Tuned, augmentation_sweep, dp_sweep, method_sweep, shadow_sweep
+from ftaudit.studies.tmi.sweeps import Tuned, all_sweeps
 from ftaudit.studies.tmi.text_world import HELD_OUT, World, block_loss, build_world, lm, query_phi, token_summary
 from ftaudit.train.engine import TrainResult
 
@@ -143,14 +143,7 @@ def study(cfg: TMITextStudyConfig, ctx: Context) -> StudyOutput:
     sections = [exposed_section(w, ev.pooled)]
     with ctx.stage("sweeps"):
         retune = lambda method, eps: tune(ctx, cfg, w, pre, method, eps)  # noqa: E731
-        if t.shadow_counts:
-            sections.append(shadow_sweep(scorer, headline.outputs, w.keep))
-        if t.methods:
-            sections.append(method_sweep(scorer, w.keep, retune))
-        if t.epsilons:
-            sections.append(dp_sweep(scorer, w.keep, retune, headline.outputs))
-        if t.augmentation_counts:
-            sections.append(augmentation_sweep(scorer, headline.outputs, w.keep))
+        sections += all_sweeps(scorer, t, headline.outputs, w.keep, retune)
     with ctx.stage("utility"):
         util = utility(cfg, w, pre, headline.utility)
     models = [("pretrain", m, key, s) for m, (key, s) in enumerate(zip(pre.result.keys, w.seeds["pretrain"]))]
