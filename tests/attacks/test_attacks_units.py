@@ -19,7 +19,8 @@ from ftaudit.attacks.base import balanced_references
 from ftaudit.errors import UserError
 
 EXPECTED = {"loss", "reference", "lira-online", "lira-online-global", "lira-offline",
-            "lira-offline-global", "rmia-online", "rmia-offline"}
+            "lira-offline-global", "rmia-online", "rmia-offline",
+            "rmia-paper-online", "rmia-paper-offline"}
 
 
 def _input(r=8, n=5, a=3, z=7, seed=0, keep=None) -> AttackInput:

@@ -66,7 +66,8 @@ def aucs():
 
 def test_every_signal_attack_is_tested():
     assert set(ATTACK_NAMES) == {"loss", "reference", "lira-online", "lira-online-global", "lira-offline",
-                                 "lira-offline-global", "rmia-online", "rmia-offline"}
+                                 "lira-offline-global", "rmia-online", "rmia-offline",
+                                 "rmia-paper-online", "rmia-paper-offline"}
 
 
 @pytest.mark.parametrize("name", ATTACK_NAMES)

@@ -44,7 +44,7 @@ def test_causal_signals_match_hf_loss_and_a_naive_min_k_plus_plus():
     model = tiny_gpt2(V, T, n_embd=32, seed=0)
     x = _blocks(5, 1)
     states = _two_states(model)
-    sig = causal_lm_signals(model, states, x.numpy(), budget=2 * T * V)  # chunks of 2 blocks
+    sig = causal_lm_signals(model, states, x.numpy(), budget=2 * T * V, dtype=torch.float64)  # chunks of 2 blocks
     assert sig["logp"].shape == (2, 5, T - 1) and sig["logp"].dtype == np.float64
     for m, state in enumerate(states):
         model.load_state_dict(state)

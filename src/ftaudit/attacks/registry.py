@@ -9,6 +9,7 @@ import numpy as np
 
 from ftaudit.attacks import membership as mia
 from ftaudit.attacks.base import AttackInput, AttackSpec
+from ftaudit.attacks.rmia_paper import rmia_paper
 from ftaudit.errors import UserError
 
 NAMES_FIELD = "attack.names"  # config paths named in UserErrors (see ftaudit.config.AttackConfig)
@@ -46,6 +47,12 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec("rmia-offline", _offline_rmia, "RMIA, Pr(x) from OUT references via the offline_a map",
                    frozenset({"references", "population"}), {"gamma": 2.0, "offline_a": 0.3},
                    {**_GAMMA_BOUNDS, **_A_BOUNDS}),
+        AttackSpec("rmia-paper-online", partial(rmia_paper, offline=False),
+                   "RMIA as its paper runs it: pairwise ratios, vote across views, all references",
+                   frozenset({"references", "population"}), {"gamma": 1.0}, _GAMMA_BOUNDS),
+        AttackSpec("rmia-paper-offline", partial(rmia_paper, offline=True),
+                   "RMIA as its paper runs it, OUT references, a calibrated on a reference model",
+                   frozenset({"references", "population"}), {"gamma": 1.0}, _GAMMA_BOUNDS),
     ]
 }
 
@@ -61,10 +68,18 @@ def register_precomputed(name: str, description: str) -> AttackSpec:
     return spec
 
 
+def _unknown(name: object) -> str:
+    """The fix for an unknown attack name: the closest registered one, then the list."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name)[:200], list(ATTACKS), n=1)
+    return (f"did you mean {close[0]!r}? " if close else "") + f"choose from {', '.join(ATTACKS)}"
+
+
 def resolve_params(name: str, params: Mapping[str, object] | None = None) -> dict[str, float]:
     """The attack's defaults overridden by ``params``, each checked; bad input raises UserError."""
     if name not in ATTACKS:
-        raise UserError(NAMES_FIELD, f"unknown attack {name!r}", f"use one of: {', '.join(ATTACKS)}")
+        raise UserError(NAMES_FIELD, f"unknown attack {name!r}", _unknown(name))
     spec = ATTACKS[name]
     out = dict(spec.defaults)
     for key, value in (params or {}).items():
@@ -88,10 +103,10 @@ def resolve_request(names: Sequence[str], params: Mapping[str, Mapping[str, obje
     params = dict(params or {})
     for i, name in enumerate(names):
         if name not in ATTACKS:
-            raise UserError(f"{NAMES_FIELD}[{i}]", f"unknown attack {name!r}", f"choose from {', '.join(ATTACKS)}")
+            raise UserError(f"{NAMES_FIELD}[{i}]", f"unknown attack {name!r}", _unknown(name))
     for name in params:
         if name not in ATTACKS:
-            raise UserError(f"{PARAMS_FIELD}.{name}", "unknown attack", f"choose from {', '.join(ATTACKS)}")
+            raise UserError(f"{PARAMS_FIELD}.{name}", "unknown attack", _unknown(name))
         if name not in names:
             raise UserError(f"{PARAMS_FIELD}.{name}", f"parameters given for {name!r}, which is not run",
                             f"remove them or add {name!r} to {NAMES_FIELD}")

@@ -22,7 +22,7 @@ from ftaudit.studies.lm.base import CAUSAL
 from ftaudit.train.mlm import MASK_RATE
 from ftaudit.train.trainers import State
 
-SIGNALS_VERSION = "lm-signals-v2"  # bump when a signal's definition changes: cached signals stop matching
+SIGNALS_VERSION = "lm-signals-v3"  # bump when a signal's definition changes: cached signals stop matching
 BUDGET = 1 << 20  # logits per forward chunk: 8 MB in float64 stays in cache (3x faster than 1 << 24 here)
 PLL_BUDGET = 1 << 22  # PLL keeps one position's logits per row, so larger chunks pay (1.3x faster than 1 << 20)
 

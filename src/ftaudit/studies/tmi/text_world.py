@@ -118,7 +118,7 @@ def query_phi(ctx: Context, template: LMWrapper, keys: list[str], load_states, v
     """:func:`token_phi` [M, P, A, T-1] (float32) of every model (by cache key) on the views [A, P, T];
     cached per (model, architecture, views)."""
     arch = template_arch(template)
-    skeys = [content_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v2") for k in keys]
+    skeys = [content_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v3") for k in keys]
     a, p, t = views.shape
 
     def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
