@@ -2,8 +2,10 @@ import os
 
 import pytest
 
-# Tests run on 2 cores next to other work: keep torch from oversubscribing.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests run on 2 cores next to other work: keep torch from oversubscribing. Under pytest-xdist
+# (`-n 2`, set in pyproject's addopts) each of the two workers, and every CLI it starts, gets one
+# thread: two single-threaded processes use both cores without an OpenMP thread waiting for a busy one.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 TINY = [
     "data.audit_size=60", "data.population_size=40", "pretrain.epochs=3", "finetune.epochs=4",

@@ -6,14 +6,12 @@ User mistakes print one line naming the field and the fix, and exit with status 
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
 
 from ftaudit.errors import UserError
 
@@ -25,17 +23,41 @@ err_console = Console(stderr=True)
 DEFAULT_STORE = "ftaudit-runs"
 
 
-@contextmanager
-def progress_reporter(enabled: bool) -> Iterator:
-    if not enabled:
-        yield None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as progress:
-        def reporter(description: str, total: int):
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-        yield reporter
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        from ftaudit import __version__
+
+        try:
+            version = metadata.version("ftaudit")
+        except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+            version = __version__
+        console.print(f"ftaudit {version}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    pass
+
+
+QUIET_HELP = "no progress output (warnings and errors only)"
+VERBOSE_HELP = "more detail (debug log lines: cache hits, trainers, …)"
+
+
+def _verbosity(quiet: bool, verbose: bool) -> int:
+    if quiet and verbose:
+        raise UserError("--quiet", "--quiet and --verbose contradict each other", "give one of them")
+    return -1 if quiet else 1 if verbose else 0
+
+
+def _show_progress(quiet: bool, verbose: bool):
+    """Progress on stderr (ftaudit.progress): bars on a terminal, timestamped log lines otherwise."""
+    from ftaudit import progress
+
+    return progress.output(_verbosity(quiet, verbose), console=err_console)
 
 
 @app.command()
@@ -46,26 +68,27 @@ def run(
     out: Optional[str] = typer.Option(None, "--out", "-o", help=f"store directory (default {DEFAULT_STORE})"),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="repeat the study over N independent seeds "
                                         "(seed, seed+1, …) and report the spread across seeds"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run a study end to end and write its report."""
     from ftaudit.config import build_config
     from ftaudit.pipeline import run_pipeline
     from ftaudit.report import render_table
 
-    overrides = list(set_) + ([f"out={out}"] if out else [])
+    overrides = list(set_) + ([f"out={out}"] if out is not None else [])
     cfg = build_config(study, config, overrides)
     if seeds is not None:
         cfg = build_config(study, config, overrides + [f"seeds={list(range(cfg.seed + 1, cfg.seed + seeds))}"])
-    with progress_reporter(not quiet) as reporter:
-        result = run_pipeline(cfg, reporter)
+    with _show_progress(quiet, verbose):
+        result = run_pipeline(cfg)
     render_table(result.results, console)
     for note in result.results.get("notes", []):
-        console.print(f"• {note}")
+        console.print(f"• {note}", markup=False, highlight=False)
     t = result.results["timings"]
-    console.print(f"run [bold]{result.run_id}[/] in {t['total']:.1f}s "
+    console.print(f"run [bold]{escape(result.run_id)}[/] in {t['total']:.1f}s "
                   f"({result.results['cache']['models_trained']} models trained, {result.results['cache']['models_loaded']} from cache)")
-    console.print(f"report: {result.report}")
+    console.print(f"report: {result.report}", markup=False, highlight=False)
     _gate_exit(result.results)
 
 
@@ -119,7 +142,8 @@ def audit(
     set_: list[str] = typer.Option([], "--set", "-s", help="override a key: --set metrics.bootstrap=2000"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help=f"store directory (default {DEFAULT_STORE})"),
     seed: Optional[int] = typer.Option(None, "--seed", help="run seed (record sampling, maskings, bootstrap)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Audit your own fine-tuned model: does it leak its fine-tuning records? Exit 3 when --fail-above fires."""
     from ftaudit.config import build_config
@@ -135,13 +159,15 @@ def audit(
     settings.update({k: v for k, v in (("out", out), ("seed", seed)) if v is not None})
     cfg = build_config("audit", config, list(set_), **settings)
     if cfg.audit.demo and not quiet:
-        err_console.print(f"demo: a tiny GPT-2 fine-tuned on 150 Shakespeare paragraphs, saved under {cfg.out}/demo")
-    result = run_pipeline(cfg, None)
+        err_console.print(f"demo: a tiny GPT-2 fine-tuned on 150 Shakespeare paragraphs, saved under {cfg.out}/demo",
+                          markup=False, highlight=False)
+    with _show_progress(quiet, verbose):
+        result = run_pipeline(cfg)
     res = result.results
     render_table(res, console)
     for note in res.get("notes", []):
         console.print(f"• {note}", markup=False, highlight=False)
-    console.print(f"run [bold]{result.run_id}[/] in {res['timings']['total']:.1f}s")
+    console.print(f"run [bold]{escape(result.run_id)}[/] in {res['timings']['total']:.1f}s")
     console.print(f"records: {result.path / 'records.csv'}", markup=False, highlight=False)
     console.print(f"report: {result.report}", markup=False, highlight=False)
     _gate_exit(res)
@@ -150,28 +176,24 @@ def audit(
 @app.command()
 def studies() -> None:
     """List the studies, one line each."""
-    from ftaudit.studies import all_studies
+    from ftaudit.listing import studies_table  # imports no study module: they import torch (seconds)
 
-    for s in all_studies().values():
-        console.print(f"[bold]{s.name}[/]  {s.description}")
+    console.print(studies_table())
+
+
+app.command("scenarios", hidden=True, help="alias of `studies`")(studies)
 
 
 @app.command("ls")
 def list_runs(out: str = typer.Option(DEFAULT_STORE, "--out", "-o", help="store directory")) -> None:
-    """List the runs in the store."""
-    from ftaudit.store.db import RunDB
+    """List the runs: study, date, best attack and its TPR at 1 % FPR."""
+    from ftaudit.listing import runs_table
 
     db_path = Path(out) / "ftaudit.sqlite"
-    if not db_path.is_file():
-        console.print(f"no runs in {out} yet (`ftaudit run` makes one)")
+    table = runs_table(db_path, console.width) if db_path.is_file() else None
+    if table is None:
+        console.print(f"no runs in {out} yet (`ftaudit run` makes one)", markup=False, highlight=False)
         return
-    runs = RunDB(db_path).runs()
-    table = Table()
-    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
-    for name in ("study", "created", "seed", "best attack"):
-        table.add_column(name)
-    for r in runs:
-        table.add_row(r.run_id, r.study, r.created.replace("T", " ")[:16], str(r.seed), r.best_attack or "")
     console.print(table)
 
 
@@ -187,7 +209,7 @@ def report(
     result = load_run(run_id, out)
     path = write_report(result.path)
     render_table(result.results, console)
-    console.print(f"report: {path}")
+    console.print(f"report: {path}", markup=False, highlight=False)
 
 
 @app.command("config")
@@ -196,35 +218,115 @@ def show_config(
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     set_: list[str] = typer.Option([], "--set", "-s"),
 ) -> None:
-    """Print the resolved config as YAML (defaults < file < --set)."""
-    import yaml
-
+    """Print the study's config as commented YAML (defaults < file < --set), for `ftaudit run -c`."""
     from ftaudit.config import build_config
+    from ftaudit.config_doc import commented_yaml
 
     cfg = build_config(study, config, list(set_))
-    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False, highlight=False)
+    header = (f"ftaudit {cfg.study}: every key of the study's config, with its value (defaults < --config file < --set). "
+              f"Save it and run it with: ftaudit run -c FILE")
+    sys.stdout.write(commented_yaml(cfg, header))  # not through rich: it would wrap long lines and break the YAML
+
+
+@app.command()
+def doctor(
+    fix: bool = typer.Option(False, "--fix", help="repair: finish or remove half-committed runs, remove what killed "
+                             "runs left and cache entries that fail verification, move a damaged database aside"),
+    out: str = typer.Option(DEFAULT_STORE, "--out", "-o", help="store directory"),
+) -> None:
+    """Check the store (database, runs, temp files, cache entries); exit 0 when clean, 1 when problems remain."""
+    from ftaudit.store.doctor import check_store
+
+    if not Path(out).is_dir():
+        raise UserError("--out", f"{out} is not a directory", "pass the store directory (default ftaudit-runs)")
+    result = check_store(Path(out), fix=fix)
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if result.clean else 1)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised by main's SIGINT handler. Not a KeyboardInterrupt, which typer turns into a
+    silent exit 130 before main could say anything."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted()
+
+
+# --- exports (docs/exports.md): `export` and `export-model`, defined in ftaudit.export.commands ---------
+from ftaudit.export.commands import export, export_model  # noqa: E402  (typer + rich only; the rest is lazy)
+
+app.command()(export)
+app.command("export-model")(export_model)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ftaudit.finetune.methods import FrozenParameterError
-    from ftaudit.store.cache import CacheError
+    """Run the app; map errors to one line and an exit code: 2 a user mistake, 1 a fault (the
+    guardrail, an unreadable cache or database, a full disk), 130 Ctrl-C. Imports nothing heavy
+    (``ftaudit studies`` stays torch-free): exceptions of modules never imported cannot occur."""
+    import errno
+    import signal
+    import threading
 
+    disk_full = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # = store.atomic.DISK_FULL (not imported: numpy)
+    # only where Ctrl-C would raise KeyboardInterrupt anyway (not when SIGINT is ignored, not off the main thread)
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app(args=argv, standalone_mode=True)
     except UserError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         sys.exit(UserError.exit_code)
-    except FrozenParameterError as exc:
-        print(f"fine-tuning guardrail: {exc}; no report was written", file=sys.stderr)
-        sys.exit(1)
-    except CacheError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: finished models are cached; rerun the same command to resume", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt):
+        cache = sys.modules.get("ftaudit.store.cache")
+        n = cache.ModelCache.saved_in_process if cache else 0
+        print(f"interrupted; {n} model{'s' if n != 1 else ''} kept; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
     except OSError as exc:
+        if exc.errno in disk_full:
+            print(f"error: {_disk_full_line(exc)}", file=sys.stderr)
+            sys.exit(1)
         if exc.filename is None:
             raise
         print(f"error: {exc.filename}: {exc.strerror} — check the path (--out, --config)", file=sys.stderr)
         sys.exit(UserError.exit_code)
+    except Exception as exc:
+        line = _fault_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _fault_line(exc: Exception) -> str | None:
+    """The one line for a fault that is not the user's mistake (exit 1), or None for a bug."""
+    def raised(module: str, name: str) -> bool:
+        return module in sys.modules and isinstance(exc, getattr(sys.modules[module], name))
+
+    if raised("ftaudit.finetune.methods", "FrozenParameterError"):
+        return f"fine-tuning guardrail: {exc}; no report was written"
+    if raised("ftaudit.store.cache", "CacheError") or raised("ftaudit.store.db", "StoreError"):
+        return f"error: {exc}"
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{max(1, round(n / 1e3))} kB"
+
+
+def _disk_full_line(exc: OSError) -> str:
+    """Names the store (the directory holding ftaudit.sqlite above the file) and the space needed."""
+    file = Path(exc.filename) if exc.filename else None
+    store = next((p for p in (file.parents if file else []) if (p / "ftaudit.sqlite").is_file()), None)
+    needed = getattr(exc, "needed", None)
+    space = f"; this write alone needed {_size(needed)}" if needed else ""
+    where = f"the store {store}" if store else (f"{file.parent}" if file else "the store")
+    what = f" writing {file}" if file else ""
+    return (f"no space left for {where}{what} ({exc.strerror}){space} — free space there or pass --out on another "
+            f"disk, then rerun the same command to resume (finished models are kept; no partial run was left)")

@@ -12,13 +12,42 @@ naming the dotted field and the fix.
 """
 from __future__ import annotations
 
+import numbers
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ftaudit.errors import UserError
+from ftaudit.config_input import did_you_mean, first_error, parse_override, read_config_file, set_path
+from ftaudit.errors import UserError, brief
+
+# Bounds on what a run may ask for: far beyond any sensible audit, well within what one 24 GiB,
+# 2-core machine could hold (the combined cost is checked by ftaudit.budget before any training).
+MAX_SEED = 2**63 - 1          # SQLite's INTEGER and numpy/torch seeds
+MAX_COUNT = 10**7             # backstop for every integer field without a tighter bound
+MAX_LIST = 1000               # backstop for every list / dict field without a tighter bound
+MAX_LR = 10.0                 # learning rates (Adam or SGD beyond this only produce NaN)
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_WIDTH = 8192              # a layer's width / channels
+MAX_LAYERS = 64
+MAX_REFERENCES = 4096         # reference / shadow models per target
+MAX_BOOTSTRAP = 100_000
+DIGITS = 1797                 # images in scikit-learn's digits: no split of it can be larger
+MAX_BLOCKS = 10**6            # text blocks
+MAX_EPSILON = 1e6             # a finite DP epsilon (.inf means no DP where allowed)
+
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+LearningRate = Annotated[float, Field(gt=0, le=MAX_LR)]
+
+
+def field_error(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
+    """A validation error located at ``loc`` (relative to the model validating): raised from a
+    cross-field validator, it names the field to fix rather than its section."""
+    return ValidationError.from_exception_data("config", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=loc, input=value)])
 
 
 def known_method(value: str) -> str:
@@ -31,9 +60,23 @@ def known_method(value: str) -> str:
 
 
 class ConfigSection(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
+    """A config section: unknown keys are errors, assignments are validated, infinities and NaN
+    are refused (a field that means something by .inf says so), and no integer or list exceeds
+    the backstops ``MAX_COUNT`` / ``MAX_LIST``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _backstop(self) -> "ConfigSection":
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            bounded = any(hasattr(m, "le") or hasattr(m, "lt") for m in field.metadata)  # its own bound wins
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_COUNT and not bounded:
+                raise field_error((name,), f"{value} is beyond any run this machine could do (at most {MAX_COUNT})",
+                                  value)
+            if isinstance(value, (list, dict)) and len(value) > MAX_LIST:
+                raise field_error((name,), f"{len(value)} entries (at most {MAX_LIST})", value)
+        return self
 
 
 class DataConfig(ConfigSection):
@@ -43,34 +86,33 @@ class DataConfig(ConfigSection):
     split: Literal["half", "classes"] = Field(
         default="half", description="half: pretrain on a public labelled part of all classes, fine-tune on the private rest "
                                     "(same head); classes: pretrain on pretrain_classes, fine-tune a new head on finetune_classes")
-    pretrain_size: int = Field(default=300, ge=10, description="split=half: public pretraining images")
-    pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2, description="split=classes only")
-    finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2, description="split=classes only")
-    audit_size: int = Field(default=500, ge=4, description="private examples under the keep-matrix")
-    population_size: int = Field(default=400, ge=2, description="held-out fine-tune-task examples: test set and RMIA population")
+    pretrain_size: int = Field(default=300, ge=10, le=DIGITS, description="split=half: public pretraining images")
+    pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2, max_length=10, description="split=classes only")
+    finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2, max_length=10, description="split=classes only")
+    audit_size: int = Field(default=500, ge=4, le=DIGITS, description="private examples under the keep-matrix")
+    population_size: int = Field(default=400, ge=2, le=DIGITS, description="held-out fine-tune-task examples: test set "
+                                                                             "and RMIA population")
 
     @model_validator(mode="after")
     def _classes(self) -> "DataConfig":
-        for name in ("pretrain_classes", "finetune_classes"):
-            values = getattr(self, name)
-            if any(not 0 <= c <= 9 for c in values) or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be distinct digits 0-9, got {values}")
-        if self.split == "classes" and set(self.pretrain_classes) & set(self.finetune_classes):
-            raise ValueError("pretrain_classes and finetune_classes must not overlap")
+        check_classes(self.pretrain_classes, self.finetune_classes, overlap=self.split == "classes")
         return self
+
+
+def check_classes(pretrain: list[int], finetune: list[int], overlap: bool = True) -> None:
+    """Digit classes of the two stages: distinct digits 0-9, and (``overlap``) no class in both."""
+    for name, values in (("pretrain_classes", pretrain), ("finetune_classes", finetune)):
+        if any(not 0 <= c <= 9 for c in values) or len(set(values)) != len(values):
+            raise field_error((name,), "must be distinct digits 0-9", values)
+    if overlap and set(pretrain) & set(finetune):
+        raise field_error(("finetune_classes",), f"{sorted(set(pretrain) & set(finetune))} also in pretrain_classes: "
+                          "the two stages must not share a class", finetune)
 
 
 class ModelConfig(ConfigSection):
     arch: Literal["mlp", "cnn"] = Field(default="cnn", description="small CNN (3x3 convs) or MLP")
-    hidden: list[int] = Field(default=[128, 64], min_length=1, description="mlp: hidden widths")
-    channels: list[int] = Field(default=[32, 64], min_length=1, description="cnn: conv channels")
-
-    @model_validator(mode="after")
-    def _positive(self) -> "ModelConfig":
-        for name in ("hidden", "channels"):
-            if any(v < 1 for v in getattr(self, name)):
-                raise ValueError(f"{name} must be positive widths")
-        return self
+    hidden: list[Width] = Field(default=[128, 64], min_length=1, max_length=MAX_LAYERS, description="mlp: hidden widths")
+    channels: list[Width] = Field(default=[32, 64], min_length=1, max_length=MAX_LAYERS, description="cnn: conv channels")
 
 
 class TrainingRecipe(ConfigSection):
@@ -78,20 +120,20 @@ class TrainingRecipe(ConfigSection):
 
     optimizer: Literal["sgd", "adam"] = Field(default="adam", description="adam or sgd (torch.optim)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd momentum")
-    weight_decay: float = Field(default=0.0, ge=0, description="L2 weight decay")
-    batch_size: int = Field(default=32, ge=1, description="largest mini-batch")
+    weight_decay: float = Field(default=0.0, ge=0, le=10, description="L2 weight decay")
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH, description="largest mini-batch")
     augment: int = Field(default=0, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
 
 class OptimConfig(TrainingRecipe):
     """A whole training recipe: the engine's ``TrainGroup.optim`` (its fields are in every model's key)."""
 
-    lr: float = Field(default=1e-3, gt=0, description="learning rate")
-    epochs: int = Field(default=40, ge=1, description="passes over each model's training rows")
+    lr: float = Field(default=1e-3, gt=0, le=MAX_LR, description="learning rate")
+    epochs: int = Field(default=40, ge=1, le=MAX_EPOCHS, description="passes over each model's training rows")
 
 
 class PretrainConfig(OptimConfig):
-    epochs: int = Field(default=30, ge=1, description="passes over the public pretraining pool")
+    epochs: int = Field(default=30, ge=1, le=MAX_EPOCHS, description="passes over the public pretraining pool")
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
 
@@ -99,11 +141,19 @@ class DPConfig(ConfigSection):
     """Differentially private fine-tuning (DP-SGD as Opacus does it: Poisson sampling, per-sample
     clipping, Gaussian noise); off unless ``epsilon`` is set."""
 
-    epsilon: float | None = Field(default=None, gt=0, description="target ε; null = no DP (.inf also means no DP)")
+    epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=True,
+                                  description="target ε; null = no DP (.inf also means no DP)")
     delta: float | None = Field(default=None, gt=0, lt=1, description="target δ; null = 1e-5, or less than 1/N for small N")
-    clip: float = Field(default=1.0, gt=0, description="per-sample gradient clipping norm C")
+    clip: float = Field(default=1.0, gt=0, le=1e6, description="per-sample gradient clipping norm C")
     accountant: Literal["rdp", "prv"] = Field(default="rdp", description="Opacus accountant that calibrates the noise (rdp or prv)")
     sample_rate: float | None = Field(default=None, gt=0, le=1, description="Poisson sampling rate q; null = batch_size / rows")
+
+    @field_validator("epsilon")
+    @classmethod
+    def _epsilon(cls, value: float | None) -> float | None:
+        if value is not None and value != float("inf") and not value <= MAX_EPSILON:
+            raise ValueError(f"must be at most {MAX_EPSILON:g}, or .inf for no DP")
+        return value
 
     @property
     def enabled(self) -> bool:
@@ -113,13 +163,17 @@ class DPConfig(ConfigSection):
 class MethodOptionsConfig(ConfigSection):
     """The fine-tuning methods' knobs (``finetune.methods.MethodOptions``): each method reads its own."""
 
-    layers: list[str] = Field(default=[], description="method=layers: blocks/parameters to train, e.g. [block2, head]")
-    last_k: int = Field(default=1, ge=0, description="method=layers with no `layers`: the last k blocks plus the head")
-    lora_rank: int = Field(default=4, ge=1, description="method=lora: rank r of each update")
-    lora_alpha: float = Field(default=8.0, gt=0, description="method=lora: scaling alpha (update × alpha / r)")
-    lora_targets: list[str] = Field(default=[], description="method=lora: module names; [] = every Linear/Conv of the body")
-    adapter_size: int = Field(default=16, ge=1, description="method=adapters: bottleneck width")
-    adapter_targets: list[str] = Field(default=[], description="method=adapters: module names; [] = each block's last projection")
+    layers: list[str] = Field(default=[], max_length=256, description="method=layers: blocks/parameters to train, "
+                                                                      "e.g. [block2, head]")
+    last_k: int = Field(default=1, ge=0, le=MAX_LAYERS, description="method=layers with no `layers`: the last k blocks "
+                                                                    "plus the head")
+    lora_rank: int = Field(default=4, ge=1, le=MAX_WIDTH, description="method=lora: rank r of each update")
+    lora_alpha: float = Field(default=8.0, gt=0, le=1e4, description="method=lora: scaling alpha (update × alpha / r)")
+    lora_targets: list[str] = Field(default=[], max_length=256, description="method=lora: module names; [] = every "
+                                                                            "Linear/Conv of the body")
+    adapter_size: int = Field(default=16, ge=1, le=MAX_WIDTH, description="method=adapters: bottleneck width")
+    adapter_targets: list[str] = Field(default=[], max_length=256, description="method=adapters: module names; [] = "
+                                                                               "each block's last projection")
     train_head: bool = Field(default=True, description="bitfit/lora/adapters: train the task head too")
 
 
@@ -138,16 +192,15 @@ class FinetuneConfig(OptimConfig, MethodConfig):
     """Fine-tuning of an ensemble: the method, the recipe, DP-SGD and the references per target."""
 
     dp: DPConfig = DPConfig()
-    references: int = Field(default=16, ge=2, description="reference models per target (LiRA/RMIA)")
-    epochs: int = Field(default=60, ge=1, description="passes over each model's keep-row")
-    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    references: int = Field(default=16, ge=2, le=MAX_REFERENCES, description="reference models per target (LiRA/RMIA)")
+    epochs: int = Field(default=60, ge=1, le=MAX_EPOCHS, description="passes over each model's keep-row")
+    lr: float = Field(default=1e-3, gt=0, le=MAX_LR, description="learning rate")
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
 
     @property
     def n_models(self) -> int:
         """Models trained: every target needs `references` others; the keep-matrix needs an even count."""
-        m = self.references + 1
-        return m + (m % 2)
+        return ensemble_size(self.references)
 
 
 def ensemble_size(references: int) -> int:
@@ -159,23 +212,41 @@ def ensemble_size(references: int) -> int:
 class AttackConfig(ConfigSection):
     names: list[str] = Field(
         default=["loss", "reference", "lira-online", "lira-online-global", "lira-offline",
-                 "lira-offline-global", "rmia-online", "rmia-offline"], min_length=1, description="attacks to run")
-    params: dict[str, dict[str, float]] = Field(default_factory=dict, description="per-attack parameters, e.g. rmia-online: {gamma: 2}")
-    targets: int = Field(default=0, ge=0, description="models that take a turn as target; 0 = all")
+                 "lira-offline-global", "rmia-online", "rmia-offline"], min_length=1, max_length=64,
+        description="attacks to run")
+    params: dict[str, dict[str, float]] = Field(default_factory=dict, max_length=64,
+                                                description="per-attack parameters, e.g. rmia-online: {gamma: 2}")
+    targets: int = Field(default=0, ge=0, le=MAX_REFERENCES + 2, description="models that take a turn as target; 0 = all")
     shifts: int = Field(default=1, ge=0, le=2, description="pixel shifts queried: 0 = original only, k = +-1..k in x and y")
+
+    @model_validator(mode="after")
+    def _known(self) -> "AttackConfig":
+        check_attacks(self.names, self.params)
+        return self
+
+
+def check_attacks(names: list[str], params: dict[str, dict[str, float]]) -> None:
+    """Attack names and parameters against the registry, as ``attack.names[i]`` / ``attack.params.…``
+    (a UserError, which pydantic passes through with its exact field)."""
+    from ftaudit.attacks.registry import resolve_request
+
+    resolve_request(names, params)
 
 
 class MetricsConfig(ConfigSection):
-    fprs: list[float] = Field(default=[0.001, 0.01, 0.1], min_length=1, description="FPRs at which TPR is reported")
-    bootstrap: int = Field(default=1000, ge=10, description="bootstrap replicates (resampling audit examples)")
+    fprs: list[float] = Field(default=[0.001, 0.01, 0.1], min_length=1, max_length=32,
+                              description="FPRs at which TPR is reported")
+    bootstrap: int = Field(default=1000, ge=10, le=MAX_BOOTSTRAP, description="bootstrap replicates (resampling audit "
+                                                                              "examples)")
     ci_level: float = Field(default=0.95, gt=0.5, lt=1, description="confidence level of every interval")
-    exposed: int = Field(default=12, ge=0, description="most exposed examples shown in the report")
+    exposed: int = Field(default=12, ge=0, le=1000, description="most exposed examples shown in the report")
 
-    @model_validator(mode="after")
-    def _fprs(self) -> "MetricsConfig":
-        if any(not 0 < f < 1 for f in self.fprs):
-            raise ValueError("fprs must lie strictly between 0 and 1")
-        return self
+    @field_validator("fprs")
+    @classmethod
+    def _fprs(cls, values: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in values):
+            raise ValueError("every FPR must lie strictly between 0 and 1")
+        return values
 
 
 class EngineConfig(ConfigSection):
@@ -184,19 +255,20 @@ class EngineConfig(ConfigSection):
                                                               "(vectorized for vision, per-model for tiny LMs, which "
                                                               "ran faster that way on CPU). The trainer is part of "
                                                               "each model's cache key")
-    chunk: int = Field(default=32, ge=1, description="models trained per vectorized group (progress is saved per group)")
-    threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
+    chunk: int = Field(default=32, ge=1, le=MAX_REFERENCES, description="models trained per vectorized group (progress "
+                                                                         "is saved per group)")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = torch's default")
     packed_lora: bool = Field(default=False, description="train LoRA groups (without DP) with the packed trainer: one "
                                                          "forward of the shared frozen base for all models' rows "
                                                          "(1.1-1.9x a per-model loop on 2 CPU cores, docs/performance.md)")
-    pack_rows: int = Field(default=64, ge=0, description="packed LoRA: rows per forward, whole models at a time "
+    pack_rows: int = Field(default=64, ge=0, le=MAX_COUNT, description="packed LoRA: rows per forward, whole models at a time "
                                                          "(0 = all models in one forward)")
 
 
 def increasing_counts(name: str, values: list[int]) -> None:
     """Refuse a list of counts that is not positive and strictly increasing."""
     if values[0] < 1 or any(a >= b for a, b in zip(values, values[1:])):
-        raise ValueError(f"{name} must be positive counts in increasing order, got {values}")
+        raise ValueError(f"{name} must be positive counts in increasing order")
 
 
 DEFAULT_STUDY = "finetune-mia"
@@ -207,20 +279,31 @@ class StudyConfig(ConfigSection):
     ``study`` to its name (``study: Literal["name"] = "name"``)."""
 
     study: str = Field(default=DEFAULT_STUDY, description="the study to run (`ftaudit studies`)")
-    seed: int = Field(default=0, ge=0, description="run seed; every job's seed derives from it")
-    seeds: list[int] = Field(default=[], description="repeat the whole study (base, keep-matrix, training) with these "
-                                                     "extra seeds and report the spread of each headline metric across "
-                                                     "seeds beside its example-bootstrap CI; [] = seed only")
-    out: str = Field(default="ftaudit-runs", description="store directory: database, model cache, runs")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="run seed; every job's seed derives from it")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default=[], max_length=100, description="repeat the whole study (base, keep-matrix, training) with these extra "
+                                                "seeds and report the spread of each headline metric across seeds "
+                                                "beside its example-bootstrap CI; [] = seed only")
+    out: str = Field(default="ftaudit-runs", min_length=1, max_length=4096,
+                     description="store directory: database, model cache, runs")
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, values: list[int]) -> list[int]:
-        if any(v < 0 for v in values) or len(set(values)) != len(values):
-            raise ValueError(f"seeds must be distinct non-negative integers, got {values}")
+        if len(set(values)) != len(values):
+            raise ValueError("must be distinct")
         return values
+
+    @field_validator("out")
+    @classmethod
+    def _store_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the store directory is blank")
+        if "\0" in value:
+            raise ValueError("the store directory contains a NUL byte")
+        return value
 
     @property
     def all_seeds(self) -> list[int]:
@@ -232,92 +315,50 @@ class StudyConfig(ConfigSection):
 # Loading and overrides
 
 
-def _first_error(exc: ValidationError) -> UserError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "config"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return UserError(field, "unknown key", "remove it or check its spelling (`ftaudit config` prints every key)")
-    if kind == "literal_error":
-        return UserError(field, f"got {err.get('input')!r}", err["msg"].lower())
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    got = f" (got {err.get('input')!r})" if err["loc"] else ""
-    return UserError(field, msg + got, "set a valid value in the config file or with --set")
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``finetune.epochs=10`` → (["finetune", "epochs"], 10). Values are parsed as YAML scalars/lists."""
-    if "=" not in text:
-        raise UserError("--set", f"{text!r} has no '='", "write --set key=value, e.g. --set finetune.epochs=10")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise UserError("--set", f"{text!r} has an empty key", "write --set section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def _set_path(tree: dict, path: list[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(".".join(path), f"{part!r} is a value, not a section", "set the section's keys instead")
-        node = child
-    node[path[-1]] = value
-
-
-def read_config_file(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("--config", f"file not found: {p}", "give the path of an existing YAML file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError("--config", f"{p} is not valid YAML{where}", "fix the YAML syntax") from None
-    except UnicodeDecodeError:
-        raise UserError("--config", f"{p} is not a text file", "give a UTF-8 YAML file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError("--config", f"{p} must hold a mapping of sections, not {type(data).__name__}", "see the config keys in the README")
-    return data
-
-
 def study_config_class(name: str) -> type[StudyConfig]:
     from ftaudit.studies import get_study
 
     return get_study(name).Config
 
 
+def _plain(value: Any) -> Any:
+    """API values as YAML gives them: paths as strings, tuples as lists, numpy scalars as numbers."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, numbers.Number) and not isinstance(value, (bool, int, float, complex)):
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def build_config(study: str | None = None, config_file: str | Path | None = None,
                  overrides: list[str] | None = None, **kwargs: Any) -> StudyConfig:
     """Merge the study's defaults < file < overrides < keyword arguments (``finetune__epochs=5`` or
-    ``epochs=5`` shortcuts), then validate against the study's own config class. The study is the
-    ``study`` argument, else the merged tree's ``study`` key, else the default study."""
-    tree: dict = read_config_file(config_file) if config_file else {}
+    ``epochs=5`` shortcuts), then validate against the study's own config class, strictly (no
+    ``true`` for a number, no ``3.5`` for a count). The study is the ``study`` argument, else the
+    merged tree's ``study`` key, else the default study."""
+    if study is not None and not isinstance(study, str):
+        raise UserError("study", f"must be a study name, got {type(study).__name__} {brief(study)}", "see `ftaudit studies`")
+    if overrides is not None and (isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple))):
+        raise UserError("overrides", f"must be a list of 'key=value' strings, got {type(overrides).__name__}",
+                        "e.g. overrides=['finetune.epochs=10']")
+    tree: dict = read_config_file(config_file) if config_file is not None else {}
     for text in overrides or []:
         path, value = parse_override(text)
-        _set_path(tree, path, value)
+        set_path(tree, path, value)
     if study is not None:
         tree["study"] = study
     name = tree.get("study", DEFAULT_STUDY)
     if not isinstance(name, str):
-        raise UserError("study", f"must be a study name, got {name!r}", "see `ftaudit studies`")
+        raise UserError("study", f"must be a study name, got {brief(name)}", "see `ftaudit studies`")
     config_class = study_config_class(name)
     for key, value in kwargs.items():
-        _set_path(tree, _kwarg_path(config_class, key), value)
+        set_path(tree, _kwarg_path(config_class, key), _plain(value))
     try:
-        return config_class.model_validate(tree)
+        return config_class.model_validate(tree, strict=True)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise first_error(exc, config_class) from None
 
 
 def _kwarg_path(config_class: type[StudyConfig], key: str) -> list[str]:
@@ -334,7 +375,10 @@ def _kwarg_path(config_class: type[StudyConfig], key: str) -> list[str]:
     if "finetune" in owners:  # ftaudit.run(..., epochs=30) means the fine-tuning's epochs
         return ["finetune", key]
     if not owners:
-        raise UserError(key, "unknown config key", "use section__key, e.g. finetune__epochs=10")
+        known = list(config_class.model_fields) + [k for f in config_class.model_fields.values()
+                                                   if isinstance(f.default, BaseModel)
+                                                   for k in type(f.default).model_fields]
+        raise UserError(key, "unknown config key", f"{did_you_mean(key, known)}use section__key, e.g. finetune__epochs=10")
     raise UserError(key, f"ambiguous: it exists in {', '.join(owners)}", f"use e.g. {owners[-1]}__{key}")
 
 

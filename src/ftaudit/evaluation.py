@@ -81,7 +81,7 @@ def summarize_cached(cache: JsonCache, scores: np.ndarray, pooled: PooledScores,
     so it is cached under their content key."""
     key = content_key(kind="attack-metrics", scores=scores, labels=pooled.labels, groups=pooled.example,
                       fprs=list(metrics.fprs), n_boot=metrics.bootstrap, level=metrics.ci_level, seed=seed)
-    cached = cache.get(key)
+    cached = cache.get(key, check=AttackMetrics.from_dict)  # an entry of the wrong shape is discarded
     if cached is None:
         cached = summarize(scores, pooled.labels, groups=pooled.example, fprs=tuple(metrics.fprs),
                            n_boot=metrics.bootstrap, level=metrics.ci_level, seed=seed).to_dict()

@@ -19,12 +19,18 @@ import numpy as np
 import torch
 import yaml
 
+from ftaudit import progress
 from ftaudit.attacks.registry import resolve_request
+from ftaudit.budget import check_budget
 from ftaudit.config import StudyConfig
 from ftaudit.evaluation import HEADLINE_FPR, Evaluation, evaluate
 from ftaudit.metrics import roc_curve
+from ftaudit.metrics.roc import summarize
 from ftaudit.pipeline_seeds import seed_spread_section
 from ftaudit.report import write_report
+from ftaudit.report.records import RECORDS_NAME, pooled_records
+from ftaudit.report.resolution import MIN_FALSE_POSITIVES, is_resolved, mark_resolution
+from ftaudit.seeding import derive_seed
 from ftaudit.studies import Context, StudyOutput, get_study
 from ftaudit.store.atomic import atomic_write, atomic_write_text
 from ftaudit.store.runs import Store, write_arrays, write_results
@@ -58,7 +64,7 @@ class RunResult:
     @property
     def metrics(self) -> "MetricsTable":
         """The attacks' metrics as table rows: attack, auc (+ _lo/_hi), tpr@<fpr> (+ _lo/_hi).
-        Prints as a text table; ``pandas.DataFrame(res.metrics)`` turns it into a frame."""
+        Prints as a text table; :meth:`to_frame` gives it as a pandas DataFrame."""
         rows = MetricsTable()
         for att in self.results["attacks"]:
             row = {"attack": att["name"], "auc": att["auc"]["value"], "auc_lo": att["auc"]["lo"], "auc_hi": att["auc"]["hi"]}
@@ -68,6 +74,20 @@ class RunResult:
                 row[f"tpr@{t['fpr']:g}_hi"] = t["hi"]
             rows.append(row)
         return rows
+
+    def to_frame(self):
+        """The metrics table as a pandas DataFrame indexed by attack (columns as in :attr:`metrics`,
+        plus n_members / n_nonmembers, the pooled rows). pandas is the ``notebook`` extra."""
+        try:
+            import pandas as pd
+        except ImportError:
+            from ftaudit.errors import UserError
+
+            raise UserError("pandas", "RunResult.to_frame needs pandas, which is not installed",
+                            'install the extra: pip install "ftaudit[notebook]"') from None
+        rows = [{**row, "n_members": att.get("n_members"), "n_nonmembers": att.get("n_nonmembers")}
+                for row, att in zip(self.metrics, self.results["attacks"])]
+        return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["attack"]).set_index("attack")
 
     @property
     def report(self) -> Path:
@@ -81,14 +101,21 @@ def validate_attacks(cfg: StudyConfig) -> None:
         resolve_request(attack.names, attack.params)
 
 
+# Every library a run's numbers can depend on (the report's Setup section lists them all), then
+# optional ones shown only when installed.
+VERSIONED = ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "peft", "opacus",
+             "dp-accounting", "safetensors", "pydantic", "pyyaml", "matplotlib", "jinja2", "typer", "rich")
+OPTIONAL_VERSIONED = ("huggingface-hub", "accelerate", "datasets", "mlflow", "pandas")
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "pydantic", "safetensors", "matplotlib",
-                "transformers", "peft", "opacus", "dp-accounting"):
+    for pkg in VERSIONED + OPTIONAL_VERSIONED:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
+            if pkg in VERSIONED:
+                out[pkg] = "not installed"
     out["torch_threads"] = str(torch.get_num_threads())
     return out
 
@@ -103,6 +130,7 @@ def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResul
     start = time.perf_counter()
     study = get_study(cfg.study)
     validate_attacks(cfg)
+    check_budget(cfg)  # refuse, before any training, a run no 24 GiB 2-core machine could finish
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     store = Store(cfg.out)
@@ -121,7 +149,8 @@ def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResul
         pooled = ev.pooled
         curves = {name: np.stack(roc_curve(scores, pooled.labels)) for name, scores in pooled.scores.items()}
         best = ev.best.name if ev.best else None
-        exposed = most_exposed(pooled, best, out, cfg.metrics.exposed) if best else []
+        exposed_all = {name: most_exposed(pooled, name, out, cfg.metrics.exposed) for name in pooled.scores}
+        exposed = exposed_all.get(best, []) if best else []
 
     run_id = make_run_id(cfg)
     package_versions = versions()
@@ -131,17 +160,18 @@ def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResul
         "ftaudit_version": package_versions["ftaudit"], "config": cfg.model_dump(mode="json"), "versions": package_versions,
         "seeds": out.seeds, "timings": {}, "cache": {"models_trained": ctx.models_trained, "models_loaded": ctx.models_loaded},
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
-        "attacks": [a.to_dict() for a in ev.attacks], "skipped_attacks": dict(pooled.skipped), "best_attack": best,
-        "exposed": exposed, "notes": out.notes + findings(ev),
+        "attacks": [mark_resolution(a.to_dict()) for a in ev.attacks], "skipped_attacks": dict(pooled.skipped),
+        "best_attack": best, "exposed": exposed, "exposed_by_attack": exposed_all, "notes": out.notes + findings(ev),
         "sections": [section.to_dict() for section in out.sections], **out.extra,
     }
     partial = store.new_run_dir(run_id)
     try:
-        final = _write_run(store, partial, run_id, results, cfg, ctx, out, pooled, curves, start)
+        _write_run(store, partial, run_id, results, cfg, ctx, out, pooled, curves, start)
+        # rows as pending → rename into place → rows complete: all or nothing (store/runs.py)
+        final = store.commit_run(partial, run_id, results, out.models)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    store.db.record_run(results, final, out.models)
     return RunResult(run_id=run_id, path=final, results=results)
 
 
@@ -155,11 +185,17 @@ def score(ctx: Context, out: StudyOutput, cfg: StudyConfig) -> Evaluation:
 
 def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: StudyConfig, ctx: Context,
                out: StudyOutput, pooled, curves: dict, start: float) -> Path:
-    """Fill the partial run directory (arrays, config, results, report), then rename it into place."""
+    """Fill the partial run directory (arrays, config, results, report); the caller commits it."""
     arrays = {"labels": pooled.labels, "example": pooled.example, "target": pooled.target, **out.audit_arrays}
     arrays.update({f"scores-{n}": s for n, s in pooled.scores.items()})
     arrays.update({f"roc-{n}": c for n, c in curves.items()})
+    if results.get("best_attack"):
+        with ctx.stage("metrics"):
+            best = results["best_attack"]
+            arrays[f"rocband-{best}"] = roc_band(pooled, best, cfg.metrics, cfg.seed)
     write_arrays(partial, arrays)
+    if RECORDS_NAME not in out.files:  # the audit writes its own (same writer, more columns)
+        atomic_write(partial / RECORDS_NAME, lambda p, data=pooled_records(arrays): p.write_bytes(data))
     for name, data in out.files.items():
         if "/" in name or name.startswith(".") or name in ("results.json", "config.yaml", "report.html"):
             raise ValueError(f"a study may not write {name!r} into its run directory")
@@ -168,15 +204,28 @@ def _write_run(store: Store, partial: Path, run_id: str, results: dict, cfg: Stu
     results["timings"] = {**{k: round(v, 3) for k, v in ctx.timings.items()}, "total": round(time.perf_counter() - start, 3)}
     write_results(partial, results)
     report_start = time.perf_counter()
-    write_report(partial)
+    with progress.stage("report"):
+        write_report(partial)
     results["timings"]["report"] = round(time.perf_counter() - report_start, 3)
     results["timings"]["total"] = round(time.perf_counter() - start, 3)
     write_results(partial, results)
-    return store.finish_run_dir(partial, run_id)
+    return partial
+
+
+def roc_band(pooled, attack: str, metrics, seed: int, points: int = 30) -> np.ndarray:
+    """The report's ROC band of ``attack``: ``[3, G]`` (FPR grid log-spaced from one non-member row to
+    1, TPR lower and upper bound) at ``metrics.ci_level``, from the same example bootstrap as the table."""
+    n_non = int((~pooled.labels).sum())
+    if n_non == 0 or not pooled.labels.any():
+        return np.zeros((3, 0))
+    grid = np.unique(np.geomspace(1.0 / n_non, 1.0, points))
+    est = summarize(pooled.scores[attack], pooled.labels, pooled.example, grid, metrics.bootstrap, metrics.ci_level,
+                    derive_seed(seed, "roc-band"))
+    return np.array([grid, [t.lo for t in est.tpr_at_fpr], [t.hi for t in est.tpr_at_fpr]], dtype=np.float64)
 
 
 def most_exposed(pooled, attack: str, out: StudyOutput, k: int) -> list[dict]:
-    """Examples the best attack flags most often when they are members: the fraction of an example's
+    """Examples ``attack`` flags most often when they are members: the fraction of an example's
     member rows scored above the 1 %-FPR threshold of all non-member rows; ties by mean member score."""
     scores, labels, example = pooled.scores[attack], pooled.labels, pooled.example
     member_rate = out.member_rate
@@ -215,5 +264,9 @@ def findings(ev: Evaluation) -> list[str]:
         verdict = "is beaten by LOSS"
     else:
         verdict = "against LOSS: not resolved"
+    n_non = top.metrics.n_nonmembers
+    caveat = ("" if is_resolved(HEADLINE_FPR, n_non) is not False else
+              f" 1 % FPR is not resolved with {n_non} non-member rows (fewer than {MIN_FALSE_POSITIVES} false "
+              "positives): read these TPRs as a ranking, not as rates.")
     return [f"At 1 % FPR the best calibrated attack ({top.name}, {picked}; TPR {t_top:.1%}) {verdict} "
-            f"(LOSS TPR {t_loss:.1%}{ratio}; {diff_text})."]
+            f"(LOSS TPR {t_loss:.1%}{ratio}; {diff_text}).{caveat}"]

@@ -31,9 +31,11 @@ def test_fine_tuned_model_leaks_and_unseen_model_does_not(world, kind, tmp_path)
     assert aucs[RATIO[kind]]["lo"] > 0.5, aucs
     verdict = leaky.results["audit"]["verdict"]
     assert verdict["attack"] == RATIO[kind]  # declared before the scores: the base ratio
-    # 40 non-members resolve FPRs down to 1/40 = 2.5 %: the verdict is at 10 %, and says why
-    assert verdict["resolvable_fpr"] == pytest.approx(1 / 40) and verdict["fpr"] == 0.1
-    assert any("1 % FPR is not resolvable with 40 non-members" in line for line in verdict["text"])
+    # 40 non-members resolve FPRs down to 10/40 = 25 % (report.resolution): no reported FPR, so the
+    # verdict rests on the AUC and says why
+    assert verdict["resolvable_fpr"] == pytest.approx(10 / 40) and verdict["fpr"] is None and verdict["tpr"] is None
+    assert any("no reported FPR is resolvable" in line for line in verdict["text"])
+    assert verdict["above_chance"] is True
     assert leaky.results["audit"]["counts"]["members"] == 40
 
     clean = _audit(world, kind, "unseen", tmp_path)

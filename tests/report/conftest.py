@@ -33,8 +33,8 @@ def attack_entry(name: str, auc: float, tprs: tuple[float, float, float]) -> dic
         "description": f"{name} attack",
         "auc": _ci(auc),
         "tpr_at_fpr": [{"fpr": f, **_ci(t, t / 2)} for f, t in zip((0.001, 0.01, 0.1), tprs)],
-        "n_members": 80,
-        "n_nonmembers": 80,
+        "n_members": 20_000,  # stored counts (pooled rows): enough that every reported TPR is resolved
+        "n_nonmembers": 20_000,
     }
 
 
@@ -115,3 +115,26 @@ def make_run(tmp_path: Path):
         return write_run(tmp_path / f"run-{next(counter)}", results, images=images)
 
     return make
+
+
+def _small_settings() -> dict[str, list[str]]:
+    """The whole-study small settings (tests/studies/study_settings.py), loaded by path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "study_settings.py"
+    spec = importlib.util.spec_from_file_location("report_study_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SMALL
+
+
+@pytest.fixture(scope="session")
+def study_runs(tmp_path_factory):
+    """Real runs of the default study and of lm-mia at their small test sizes, made once per session:
+    ``{study: RunResult}``, both in one store."""
+    import ftaudit
+
+    store = tmp_path_factory.mktemp("report-store")
+    small = _small_settings()
+    return {name: ftaudit.run(name, overrides=list(small[name]), out=str(store))
+            for name in ("finetune-mia", "lm-mia")}

@@ -54,7 +54,7 @@ def test_headline_table_and_reproducibility_come_from_results(run_dir):
     assert "lira-online" in headline
     assert "0.710 <small>[0.700, 0.720]</small>" in headline  # AUC with CI
     assert "5.00% <small>[3.75%, 6.25%]</small>" in headline  # TPR@1% FPR with CI
-    assert "0.93 <small>[0.92, 0.94]</small>" in headline and "mean over 4 models" in headline
+    assert "93.0% <small>[92.0%, 94.0%]</small>" in headline and "mean over 4 models" in headline  # a rate: percent
     attacks = _section(text, "attacks")
     assert "0.623 [0.613, 0.633]" in attacks and "2.10% [1.58%, 2.63%]" in attacks
     assert attacks.count('class="best"') == 1
@@ -73,7 +73,7 @@ def test_missing_optional_pieces_do_not_break(make_run, results):
     results["exposed"] = []
     text = write_report(make_run(results, images=False)).read_text(encoding="utf-8")
     assert len(_pngs(text)) == 2
-    assert "No exposed examples stored." in text
+    assert "No exposed records stored." in text
     assert 'id="notes"' not in text and "Skipped attacks" not in text
     _assert_self_contained(text)
 

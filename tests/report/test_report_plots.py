@@ -23,7 +23,7 @@ def test_roc_plot_survives_zeros_and_is_deterministic():
     png = plots.roc_plot(curves, title="t")
     assert png.startswith(PNG)
     w, h = _size(png)
-    assert 300 < w < 800 and 300 < h < 800  # small figure at ~110 dpi
+    assert 700 < w < 1200 and 500 < h < 700  # wide enough for the plot and the legend beside it, at ~110 dpi
     assert plots.roc_plot(curves, title="t") == png  # no timestamps/metadata drift
     assert b"http" not in png
 
@@ -105,3 +105,63 @@ def test_save_png_refuses_non_png(tmp_path):
     with pytest.raises(ValueError):
         plots.save_png(b"<svg/>", tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_forty_attacks_never_share_colour_and_line_style():
+    styles = [plots.roc_style(i) for i in range(40)]
+    assert len({(c, str(d)) for c, d in styles}) == 40
+    assert all(styles[i][0] != styles[i + 1][0] and styles[i][1] != styles[i + 1][1] for i in range(39))
+
+
+def _twelve_curves(names=None) -> dict:
+    rng = np.random.default_rng(0)
+    names = names or [f"attack-{i}" for i in range(12)]
+    out = {}
+    for name in names:
+        fpr = np.concatenate([[0.0], np.sort(rng.random(30)), [1.0]])
+        out[name] = (fpr, np.clip(fpr ** rng.uniform(0.3, 1.0), 0, 1))
+    return out
+
+
+def test_roc_legend_is_outside_the_axes_and_the_figure_is_wide():
+    curves = _twelve_curves()
+    fig = plots.roc_figure(curves, title="twelve attacks", emphasis=["attack-3", "attack-0"])
+    ax, leg = fig.axes_box, fig.legend_box
+    assert leg[0] >= ax[2]  # the legend starts right of the plot area
+    assert all(0 <= v <= 1 for v in (*ax, *leg))  # and nothing is cut off
+    w, h = _size(fig.png)
+    assert w >= 700 and w * (ax[2] - ax[0]) >= 450  # the plot alone ~500 px (it was ~400 px with the legend on it)
+
+
+def test_roc_emphasis_and_band_change_the_drawing():
+    curves = _twelve_curves(["attack-4", "attack-5", "attack-6"])
+    plain = plots.roc_plot(curves)
+    strong = plots.roc_plot(curves, emphasis=["attack-5"])
+    grid = np.geomspace(1e-3, 1, 20)
+    banded = plots.roc_plot(curves, emphasis=["attack-5"], band=("attack-5", grid, grid * 0.5, np.minimum(grid * 2, 1),
+                                                                   "attack-5: 95% CI"))
+    assert len({plain, strong, banded}) == 3
+
+
+@pytest.mark.parametrize("name", ["$\\notacommand{$", "price $5", "a$b$c", "$x^$"])
+def test_user_text_with_dollars_is_not_mathtext(name):
+    """A `$` in an attack, corpus or record name would start mathtext; a malformed formula would fail
+    the whole report. Every user-controlled string is escaped."""
+    curves = _twelve_curves([name, "loss"])
+    assert plots.roc_plot(curves, title=f"corpus {name}", emphasis=[name],
+                          band=(name, np.array([0.1, 1.0]), np.array([0.1, 0.5]), np.array([0.5, 1.0]), name)).startswith(PNG)
+    assert plots.score_histograms({name: np.arange(6.0)}, np.array([1, 0, 1, 0, 1, 0], bool)).startswith(PNG)
+    assert plots.example_grid(np.zeros((2, 8, 8)), [name, "ok"]).startswith(PNG)
+    spec = {"title": name, "xlabel": name, "ylabel": name, "series": [{"label": name, "x": [0, 1], "y": [0, 1]}]}
+    assert plots.study_figure(spec).startswith(PNG)
+    assert plots.plain(name).count("\\$") == name.count("$")
+
+
+def test_unescaped_mathtext_would_have_failed():
+    """The escape is what makes the test above pass: matplotlib rejects this formula when parsed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.text(0.5, 0.5, "$\\notacommand{$")
+    with pytest.raises(ValueError):
+        fig.savefig(__import__("io").BytesIO(), format="png")

@@ -34,8 +34,8 @@ def test_best_attack_is_marked_once(results):
 
 def test_utility_and_skipped_beneath(results):
     text = _render(results)
-    assert "fine-tuned test accuracy: 0.93 [0.92, 0.94] (mean over 4 models)" in text
-    assert "pretrained base accuracy (pretraining task): 0.98" in text
+    assert "fine-tuned test accuracy: 93.0% [92.0%, 94.0%] (mean over 4 models)" in text  # accuracies in percent
+    assert "pretrained base accuracy (pretraining task): 98.0%" in text
     assert "reference: no base model" in text
     assert text.index("fine-tuned test accuracy") > text.index("lira-online")
 

@@ -143,20 +143,20 @@ def test_text_features_keep_the_length_of_all_but_the_longest_vectors():
 
 
 @pytest.mark.parametrize("study, override, field", [
-    ("tmi", "tmi.shadows=7", "tmi"),
+    ("tmi", "tmi.shadows=7", "tmi.shadows"),
     ("tmi", "tmi.shadows=2", "tmi.shadows"),
-    ("tmi", "tmi.shadow_counts=[8, 64]", "tmi"),
-    ("tmi", "tmi.augmentation_counts=[16]", "tmi"),
+    ("tmi", "tmi.shadow_counts=[8, 64]", "tmi.shadow_counts[1]"),
+    ("tmi", "tmi.augmentation_counts=[16]", "tmi.augmentation_counts[0]"),
     ("tmi", "tmi.method=nope", "tmi.method"),
-    ("tmi", "tmi.methods=[head, nope]", "tmi"),
-    ("tmi", "tmi.lrs={head: 0.01}", "tmi"),  # the default sweep's lora and full have no lr
-    ("tmi", "tmi.epsilons=[.inf]", "tmi"),
-    ("tmi", "tmi.epsilons=[-1]", "tmi"),
+    ("tmi", "tmi.methods=[head, nope]", "tmi.methods[1]"),
+    ("tmi", "tmi.lrs={head: 0.01}", "tmi.lrs"),  # the default sweep's lora and full have no lr
+    ("tmi", "tmi.epsilons=[.inf]", "tmi.epsilons[0]"),
+    ("tmi", "tmi.epsilons=[-1]", "tmi.epsilons[0]"),
     ("tmi", "tmi.mislabel=1.0", "tmi.mislabel"),
-    ("tmi", "tmi.victims=40", "tmi"),
-    ("tmi", "data.finetune_classes=[4, 5]", "data"),  # overlaps the pretraining classes
-    ("tmi-text", "tmi.n_head=3", "tmi"),
-    ("tmi-text", "tmi.shadow_counts=[32]", "tmi"),
+    ("tmi", "tmi.victims=40", "tmi.victims"),
+    ("tmi", "data.finetune_classes=[4, 5]", "data.finetune_classes"),  # overlaps the pretraining classes
+    ("tmi-text", "tmi.n_head=3", "tmi.n_head"),
+    ("tmi-text", "tmi.shadow_counts=[32]", "tmi.shadow_counts[0]"),
 ])
 def test_bad_tmi_values_are_user_errors(study, override, field):
     with pytest.raises(UserError) as info:

@@ -5,7 +5,8 @@ recomputes a metric.
 """
 from __future__ import annotations
 
-from ftaudit.report.html import roc_png, write_report
+from ftaudit.report.figures import roc_png
+from ftaudit.report.html import write_report
 from ftaudit.report.table import render_table
 
 __all__ = ["render_table", "roc_png", "write_report"]

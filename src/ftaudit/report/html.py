@@ -6,7 +6,6 @@ point leaves the previous ``report.html`` exactly as it was.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import math
@@ -15,127 +14,38 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
-
 from ftaudit.report import plots
+from ftaudit.report.figures import HEADLINE, RunArrays, data_uri, exposed_png, histogram_png, roc_figure, strongest
 from ftaudit.store.runs import read_results
+from ftaudit.report.records import RECORDS_NAME
+from ftaudit.report.resolution import MIN_FALSE_POSITIVES, entry_resolved, min_resolved_fpr
 from ftaudit.report.table import (
     DASH,
+    NOT_RESOLVED,
     TPR_POINTS,
     attacks_of,
     fmt_auc,
-    fmt_ci,
     fmt_count,
     fmt_number,
+    fmt_pct,
     fmt_tpr,
+    fmt_utility_value,
     fpr_label,
     tpr_at,
+    unresolved_note,
 )
 
 REPORT_NAME = "report.html"
 TEMPLATE_NAME = "report.html.j2"
-MAX_EXPOSED_IMAGES = 24  # more than this is a wall of digits, the table below still lists all
 
 
-# --- reading the run -------------------------------------------------------------------------
-
-
-class RunArrays:
-    """Lazy access to ``<run_dir>/arrays``; a missing optional file reads as None."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = Path(run_dir) / "arrays"
-
-    def get(self, name: str) -> np.ndarray | None:
-        path = self.dir / f"{name}.npy"
-        return np.load(path, allow_pickle=False) if path.is_file() else None
-
-    def roc(self, attack: str) -> np.ndarray | None:
-        return self.get(f"roc-{attack}")
-
-    def scores(self, attack: str) -> np.ndarray | None:
-        return self.get(f"scores-{attack}")
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _roc_label(attack: Mapping[str, Any]) -> str:
-    auc = (attack.get("auc") or {}).get("value")
-    return f"{attack.get('name')} (AUC {fmt_number(auc, '.3f')})" if auc is not None else str(attack.get("name"))
-
-
-def _roc_curves(results: Mapping[str, Any], arrays: RunArrays, problems: list[str]) -> dict[str, tuple]:
-    curves = {}
-    for attack in attacks_of(results):
-        roc = arrays.roc(attack.get("name"))
-        if roc is None:
-            problems.append(f"arrays/roc-{attack.get('name')}.npy is missing; ROC not drawn")
-        elif roc.ndim != 2 or roc.shape[0] != 2:
-            problems.append(f"arrays/roc-{attack.get('name')}.npy has shape {roc.shape}, expected [2, K]")
-        else:
-            curves[_roc_label(attack)] = (roc[0], roc[1])
-    return curves
-
-
-def _roc_png(results: Mapping[str, Any], arrays: RunArrays, problems: list[str]) -> bytes:
-    return plots.roc_plot(_roc_curves(results, arrays, problems), title=results.get("title") or "")
-
-
-def roc_png(run_dir: str | Path) -> bytes:
-    """The report's log-log ROC figure as PNG bytes (for exporting, e.g. the README figure)."""
-    return _roc_png(read_results(Path(run_dir)), RunArrays(Path(run_dir)), [])
-
-
-def _histogram_png(results: Mapping[str, Any], arrays: RunArrays, problems: list[str]) -> bytes | None:
-    labels = arrays.get("labels")
-    if labels is None:
-        problems.append("arrays/labels.npy is missing; score histograms not drawn")
-        return None
-    scores = {}
-    for attack in attacks_of(results):
-        name = attack.get("name")
-        values = arrays.scores(name)
-        if values is None:
-            problems.append(f"arrays/scores-{name}.npy is missing; its histogram not drawn")
-        elif values.shape != labels.shape:
-            problems.append(f"arrays/scores-{name}.npy has shape {values.shape}, labels {labels.shape}")
-        else:
-            scores[name] = values
-    return plots.score_histograms(scores, labels) if scores else None
-
-
-def _exposed_caption(item: Mapping[str, Any]) -> str:
-    found = item.get("detected_at_1pct_fpr")
-    if isinstance(found, (int, float)):
-        rate_text = f"found {found:.0%}"
-    else:
-        rate = item.get("member_rate")
-        rate_text = f"{rate:.0%} in" if isinstance(rate, (int, float)) else DASH
-    return f"#{item.get('example')}  y={item.get('label')}\ns={fmt_number(item.get('score'))}  {rate_text}"
-
-
-def _exposed_png(exposed: list[Mapping[str, Any]], arrays: RunArrays, problems: list[str]) -> bytes | None:
-    """Images of the most exposed examples, or None when the run has no images to show."""
-    if not exposed:
-        return None
-    audit_x = arrays.get("audit_x")
-    if audit_x is None or audit_x.ndim not in (3, 4):  # absent, or not images (e.g. tabular rows)
-        return None
-    shown = [e for e in exposed[:MAX_EXPOSED_IMAGES] if isinstance(e.get("example"), int) and 0 <= e["example"] < len(audit_x)]
-    if len(shown) < len(exposed[:MAX_EXPOSED_IMAGES]):
-        problems.append("some exposed examples index outside arrays/audit_x.npy; their images are not shown")
-    if not shown:
-        return None
-    images = audit_x[[e["example"] for e in shown]]
-    return plots.example_grid(images, [_exposed_caption(e) for e in shown])
-
-
-# --- context for the template ---------------------------------------------------------------
+def _tpr_cell(attack: Mapping[str, Any], fpr: float) -> dict[str, Any]:
+    """A TPR table cell: the rate, or "not resolved" (the measured rate in ``measured``)."""
+    entry = tpr_at(attack, fpr)
+    text = fmt_tpr(entry, attack.get("n_members"))
+    if entry_resolved(attack, entry) is False and text != DASH:
+        return {"text": NOT_RESOLVED, "resolved": False, "measured": f"measured {text}"}
+    return {"text": text, "resolved": True, "measured": ""}
 
 
 def _attack_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -145,7 +55,7 @@ def _attack_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "name": a.get("name") or "?",
             "description": a.get("description") or "",
             "auc": fmt_auc(a.get("auc")),
-            "tprs": [fmt_tpr(tpr_at(a, fpr)) for fpr in TPR_POINTS],
+            "tprs": [_tpr_cell(a, fpr) for fpr in TPR_POINTS],
             "members": fmt_count(a.get("n_members")),
             "nonmembers": fmt_count(a.get("n_nonmembers")),
             "best": best is not None and a.get("name") == best,
@@ -154,49 +64,120 @@ def _attack_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _utility_rows(results: Mapping[str, Any]) -> list[dict[str, str]]:
+def _counts_note(rows: list[dict[str, Any]]) -> str | None:
+    """When every attack has the same member / non-member counts, one sentence instead of two
+    constant columns."""
+    counts = {(r["members"], r["nonmembers"]) for r in rows}
+    if len(counts) != 1:
+        return None
+    members, nonmembers = counts.pop()
+    return f"Every attack is scored on {members} member and {nonmembers} non-member rows."
+
+
+def _utility_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"name": u.get("name") or "?", "value": _split_ci(fmt_ci(u, lambda v: f"{v:.4g}")), "note": u.get("note") or ""}
+        {"name": u.get("name") or "?", "value": _split_ci(fmt_utility_value(u)), "note": u.get("note") or ""}
         for u in results.get("utility") or []
         if isinstance(u, Mapping)
     ]
 
 
-def _headline(results: Mapping[str, Any]) -> dict[str, str] | None:
+def _headline(results: Mapping[str, Any]) -> dict[str, Any] | None:
     best = next((a for a in attacks_of(results) if a.get("name") == results.get("best_attack")), None)
     if best is None:
         return None
+    cell = _tpr_cell(best, HEADLINE)
+    if cell["resolved"]:
+        tpr, note = _split_ci(cell["text"]), ""
+    else:
+        n = best.get("n_nonmembers")
+        tpr = (NOT_RESOLVED, "")
+        note = (f"{cell['measured']}, but {fpr_label(HEADLINE)} of {fmt_count(n)} non-members is "
+                f"{HEADLINE * n:.2g} false positives (at least {MIN_FALSE_POSITIVES} needed; resolved from "
+                f"{fmt_pct(min_resolved_fpr(n), 2)} FPR)")
     return {
         "name": best.get("name"),
         "description": best.get("description") or "",
         "auc": _split_ci(fmt_auc(best.get("auc"))),
-        "tpr": _split_ci(fmt_tpr(tpr_at(best, 0.01))),
-        "tpr_label": fpr_label(0.01),
+        "tpr": tpr,
+        "tpr_note": note,
+        "tpr_label": fpr_label(HEADLINE),
     }
 
 
 def _split_ci(text: str) -> tuple[str, str]:
-    """"0.71 [0.69, 0.73]" -> ("0.71", "[0.69, 0.73]"), so the headline can set the CI smaller."""
-    value, _, interval = text.partition(" ")
-    return value, interval
+    """"0.71 [0.69, 0.73]" -> ("0.71", "[0.69, 0.73]"), so the headline can set the CI smaller;
+    an exact fraction stays with the value ("100% (40/40)")."""
+    value, bracket, interval = text.partition(" [")
+    return value, bracket.strip() + interval if bracket else ""
 
 
-def _exposed_rows(exposed: list[Mapping[str, Any]]) -> list[dict[str, str]]:
-    def rate(v: Any) -> str:
-        return f"{v:.0%}" if isinstance(v, (int, float)) and not math.isnan(v) else DASH
+# --- most exposed records --------------------------------------------------------------------
 
-    return [
-        {
-            "rank": str(i),
-            "example": str(e.get("example", DASH)),
-            "label": str(e.get("label", DASH)),
-            "score": fmt_number(e.get("score"), ".4g"),
-            "attack": str(e.get("attack") or DASH),
-            "member_rate": rate(e.get("member_rate")),
-            "detected": rate(e.get("detected_at_1pct_fpr")),
-        }
-        for i, e in enumerate(exposed, start=1)
-    ]
+_EXPOSED_COLUMNS = (  # (key, header, numeric, always shown)
+    ("example", "record", True, True),
+    ("label", "label", True, False),
+    ("score", "mean score as member", True, True),
+    ("detected_at_1pct_fpr", "found at 1% FPR", True, True),
+    ("member_rate", "member rate", True, False),
+)
+
+
+def _informative(values: list[Any]) -> bool:
+    """A column worth showing: not empty everywhere and not one constant value."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return bool(present) and len({repr(v) for v in present}) > 1
+
+
+def _exposed_value(key: str, value: Any) -> str:
+    if key in ("detected_at_1pct_fpr", "member_rate"):
+        return fmt_pct(value, 0) if isinstance(value, (int, float)) and not isinstance(value, bool) else DASH
+    if key == "score":
+        return fmt_number(value, ".4g")
+    return DASH if value is None else str(value)
+
+
+def exposed_by_attack(results: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """The stored most exposed records per attack; older runs stored the best attack's only."""
+    stored = results.get("exposed_by_attack")
+    if isinstance(stored, Mapping) and stored:
+        return {str(k): [e for e in v if isinstance(e, Mapping)] for k, v in stored.items() if isinstance(v, list)}
+    exposed = [e for e in results.get("exposed") or [] if isinstance(e, Mapping)]
+    if not exposed:
+        return {}
+    return {str(exposed[0].get("attack") or results.get("best_attack") or "best attack"): exposed}
+
+
+def _exposed_note(results: Mapping[str, Any]) -> str:
+    """When the 1 %-FPR threshold the exposed records are ranked by is itself not resolved, say so."""
+    best = next((a for a in attacks_of(results) if a.get("name") == results.get("best_attack")), None)
+    if best is None or entry_resolved(best, tpr_at(best, HEADLINE)) is not False:
+        return ""
+    return (f"With {fmt_count(best.get('n_nonmembers'))} non-member rows the 1 %-FPR threshold rests on fewer than "
+            f"{MIN_FALSE_POSITIVES} of them: read these tables as a ranking, not as detection rates.")
+
+
+def _top_text(rows: list[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "no records"
+    top = rows[0]
+    return (f"top: record {top.get('example', DASH)}, found at 1% FPR in "
+            f"{_exposed_value('detected_at_1pct_fpr', top.get('detected_at_1pct_fpr'))} of its member rows")
+
+
+def _exposed_tables(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, bool]]]:
+    """One table per attack (the strongest first), with only the columns that say something."""
+    tables = exposed_by_attack(results)
+    every = [e for rows in tables.values() for e in rows]
+    columns = [(key, header, numeric) for key, header, numeric, always in _EXPOSED_COLUMNS
+               if (always and any(e.get(key) is not None for e in every)) or _informative([e.get(key) for e in every])]
+    order = strongest(results, k=len(tables)) + list(tables)
+    names = list(dict.fromkeys(n for n in order if n in tables))
+    out = [{"attack": name, "open": i == 0, "top": _top_text(tables[name]),
+            "rows": [[str(r)] + [_exposed_value(key, e.get(key)) for key, _, _ in columns]
+                     for r, e in enumerate(tables[name], start=1)]}
+           for i, name in enumerate(names)]
+    return out, [("rank", True)] + [(header, numeric) for _, header, numeric in columns]
 
 
 def _pretty_config(config: Any) -> str:
@@ -258,7 +239,7 @@ def _sections(results: Mapping[str, Any], problems: list[str]) -> list[dict[str,
         figures = []
         for spec in section.get("figures") or []:
             try:
-                figures.append({"uri": _data_uri(plots.study_figure(spec)), "caption": spec.get("caption") or "",
+                figures.append({"uri": data_uri(plots.study_figure(spec)), "caption": spec.get("caption") or "",
                                 "alt": spec.get("title") or "figure"})
             except (TypeError, ValueError) as exc:  # a malformed stored spec: say so, draw the rest
                 problems.append(f"figure {spec.get('title')!r} of section {section.get('title')!r} not drawn: {exc}")
@@ -267,13 +248,30 @@ def _sections(results: Mapping[str, Any], problems: list[str]) -> list[dict[str,
     return out
 
 
+LONG_VERSION = 16  # characters: a longer value (the platform string) gets a whole row of the grid
+
+
+def _versions(results: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """Every recorded version as (name, version, long); long values and the packages that were not
+    installed (one row) go last, so the grid of short ones has no holes."""
+    items = [(str(k), str(v)) for k, v in _mapping(results, "versions").items()]
+    missing = [k for k, v in items if v == "not installed"]
+    rows = [(k, v) for k, v in items if v != "not installed"] + ([("not installed", ", ".join(missing))] if missing else [])
+    rows = [(k, v, len(v) > LONG_VERSION) for k, v in rows]
+    return [r for r in rows if not r[2]] + [r for r in rows if r[2]]
+
+
 def build_context(results: Mapping[str, Any], arrays: RunArrays) -> dict[str, Any]:
     """Everything the template shows, already formatted as strings (the template only lays out)."""
     problems: list[str] = []
-    exposed = [e for e in results.get("exposed") or [] if isinstance(e, Mapping)]
-    hist = _histogram_png(results, arrays, problems)
-    exposed_png = _exposed_png(exposed, arrays, problems)
+    exposed_tables, exposed_headers = _exposed_tables(results)
+    best_exposed = exposed_by_attack(results).get(exposed_tables[0]["attack"], []) if exposed_tables else []
+    hist = histogram_png(results, arrays, problems)
+    exposed_image = exposed_png(best_exposed, arrays, problems)
+    roc = roc_figure(results, arrays, problems)
     level = results.get("ci_level")
+    attacks = _attack_rows(results)
+    counts_note = _counts_note(attacks) if attacks else None
     return {
         "title": results.get("title") or results.get("study") or "ftaudit report",
         "run_id": results.get("run_id") or DASH,
@@ -285,16 +283,26 @@ def build_context(results: Mapping[str, Any], arrays: RunArrays) -> dict[str, An
         "headline": _headline(results),
         "utility": _utility_rows(results),
         "tpr_headers": [fpr_label(f) for f in TPR_POINTS],
-        "attacks": _attack_rows(results),
+        "attacks": attacks,
+        "count_columns": counts_note is None,
+        "counts_note": counts_note,
+        "unresolved_note": unresolved_note(results),
         "skipped": list(_mapping(results, "skipped_attacks").items()),
-        "roc_uri": _data_uri(_roc_png(results, arrays, problems)),
-        "hist_uri": _data_uri(hist) if hist else None,
-        "exposed": _exposed_rows(exposed),
-        "exposed_uri": _data_uri(exposed_png) if exposed_png else None,
+        "roc_uri": data_uri(roc.png),
+        "roc_axes_box": json.dumps(list(roc.axes_box)),
+        "roc_legend_box": json.dumps(list(roc.legend_box)) if roc.legend_box else "",
+        "roc_band": (arrays.get(f"rocband-{results.get('best_attack')}") is not None),
+        "emphasised": strongest(results),
+        "hist_uri": data_uri(hist) if hist else None,
+        "exposed": exposed_tables,
+        "exposed_headers": exposed_headers,
+        "exposed_uri": data_uri(exposed_image) if exposed_image else None,
+        "exposed_note": _exposed_note(results),
+        "records": RECORDS_NAME if (arrays.dir.parent / RECORDS_NAME).is_file() else None,
         "notes": [str(n) for n in results.get("notes") or [] if str(n).strip()],
         "sections": _sections(results, problems),
         "config": _pretty_config(results.get("config") or {}),
-        "versions": list(_mapping(results, "versions").items()),
+        "versions": _versions(results),
         "seeds": _seed_rows(_mapping(results, "seeds")),
         "timings": _timing_rows(_mapping(results, "timings")),
         "cache": list(_mapping(results, "cache").items()),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,38 +55,124 @@ def roc_floor(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> float:
     return float(min(1e-2, max(1e-6, 10.0 ** math.floor(math.log10(smallest)))))
 
 
-def roc_plot(
+# 10 colours × 4 dash patterns: attack i gets colour i % 10 and pattern (i + i // 10) % 4, so the first
+# 40 attacks never share a colour *and* a pattern, and neighbours in the legend differ in both.
+ROC_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+              "#bcbd22", "#393b79")
+ROC_DASHES = ("-", (0, (6, 2)), (0, (4, 1.5, 1, 1.5)), (0, (1.2, 1.2)))
+
+
+def roc_style(i: int) -> tuple[str, object]:
+    """Colour and line style of the i-th attack; unique per attack for the first 40."""
+    return ROC_COLORS[i % len(ROC_COLORS)], ROC_DASHES[(i + i // len(ROC_COLORS)) % len(ROC_DASHES)]
+
+
+def plain(text: object) -> str:
+    """User text (attack, corpus, model, record names) for matplotlib: a ``$`` would start mathtext
+    (and a malformed formula fails the whole figure), so every ``$`` is escaped to a literal one."""
+    return str(text).replace("$", r"\$")
+
+
+@dataclass(frozen=True)
+class RocFigure:
+    """The ROC PNG and where its axes and legend ended up, as [x0, y0, x1, y1] fractions of the image
+    (origin top left), so a browser check can see that the legend is outside the plot area."""
+
+    png: bytes
+    axes_box: tuple[float, float, float, float]
+    legend_box: tuple[float, float, float, float] | None
+
+
+ROC_SIZE = (10.0, 5.6)  # inches at DPI; the width then shrinks to what the square axes and legend use
+
+
+def _shrink_to_content(fig: Figure, pad: float = 0.15) -> None:
+    """Narrow the figure to its drawn content: square log-log axes (anchored left) beside an outside
+    legend leave an empty right margin in a wide figure, and an image that is mostly margin displays
+    small. One layout pass measures the margin; the axes keep their size (the height limits them)."""
+    fig.canvas.draw()
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    spare = width - tight.x1 - pad
+    if spare > 0.05 and tight.x0 >= 0:
+        fig.set_size_inches(width - spare, height)
+
+
+def _box(bbox, fig: Figure) -> tuple[float, float, float, float]:
+    w, h = fig.bbox.width, fig.bbox.height
+    return (round(float(bbox.x0 / w), 4), round(float(1 - bbox.y1 / h), 4), round(float(bbox.x1 / w), 4),
+            round(float(1 - bbox.y0 / h), 4))
+
+
+def roc_figure(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     title: str = "",
     floor: float | None = None,
-) -> bytes:
-    """Log-log ROC of every attack in one figure, plus the chance diagonal.
+    emphasis: Sequence[str] = (),
+    band: tuple[str, np.ndarray, np.ndarray, np.ndarray, str] | None = None,
+) -> RocFigure:
+    """Log-log ROC of every attack in one figure, plus the chance diagonal; legend outside the axes.
 
-    ``curves`` maps a legend label (put the AUC in it if wanted) to ``(fpr, tpr)``. Zeros cannot
-    sit on log axes, so both rates are clipped to ``floor`` (default :func:`roc_floor`).
+    ``curves`` maps a legend label to ``(fpr, tpr)``; its order fixes each curve's colour and style.
+    Labels in ``emphasis`` (strongest first) are drawn thick and opaque and lead the legend, the
+    rest thin. ``band`` = ``(label, fpr, lo, hi, text)`` shades a TPR interval over an FPR grid
+    around the curve ``label``. Zeros cannot sit on log axes, so rates are clipped to ``floor``
+    (default :func:`roc_floor`).
     """
     floor = roc_floor(curves) if floor is None else float(floor)
-    fig = _new_figure(4.6, 4.1)
+    strong = [label for label in emphasis if label in curves]
+    fig = _new_figure(ROC_SIZE[0], ROC_SIZE[1])
     ax = fig.add_subplot()
-    ax.plot([floor, 1], [floor, 1], ls="--", lw=0.9, color="0.55", label="chance")
-    for label, (fpr, tpr) in curves.items():
+    ax.set_box_aspect(1)
+    ax.set_anchor("W")
+    handles = {}
+    for i, (label, (fpr, tpr)) in enumerate(curves.items()):
         fpr, tpr = np.asarray(fpr, float).ravel(), np.asarray(tpr, float).ravel()
         if fpr.shape != tpr.shape:
             raise ValueError(f"ROC {label!r}: fpr has {fpr.size} points, tpr has {tpr.size}")
         keep = ~(np.isnan(fpr) | np.isnan(tpr))
-        ax.plot(np.clip(fpr[keep], floor, 1), np.clip(tpr[keep], floor, 1), lw=1.5, label=label)
+        color, dash = roc_style(i)
+        bold = label in strong
+        (handles[label],) = ax.plot(np.clip(fpr[keep], floor, 1), np.clip(tpr[keep], floor, 1), color=color, ls=dash,
+                                    lw=2.4 if bold else 1.2, alpha=1.0 if bold else 0.7, zorder=3 if bold else 2,
+                                    label=plain(label))
+        if band is not None and band[0] == label:
+            grid, lo, hi = (np.asarray(v, float).ravel() for v in band[1:4])
+            ok = np.isfinite(grid) & np.isfinite(lo) & np.isfinite(hi)
+            handles[band[4]] = ax.fill_between(np.clip(grid[ok], floor, 1), np.clip(lo[ok], floor, 1),
+                                               np.clip(hi[ok], floor, 1), color=color, alpha=0.18, lw=0,
+                                               zorder=1, label=plain(band[4]))
+    (chance,) = ax.plot([floor, 1], [floor, 1], ls=":", lw=1.0, color="0.35", label="chance", zorder=1)
     if not curves:
         ax.text(0.5, 0.5, "no ROC curves stored", transform=ax.transAxes, ha="center", color="0.4")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1))
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.grid(True, which="major", lw=0.5, alpha=0.4)
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    shaded = [band[4]] if band is not None and band[4] in handles else []
+    order = strong + shaded + [k for k in handles if k not in strong and k not in shaded]
+    legend = ax.legend([handles[k] for k in order] + [chance], [handles[k].get_label() for k in order] + ["chance"],
+                       loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, fontsize=9, frameon=False,
+                       handlelength=3.2, ncols=1 if len(order) <= 18 else 2)
+    for text, key in zip(legend.get_texts(), order):
+        if key in strong:
+            text.set_fontweight("bold")
     if title:
-        import textwrap
+        ax.set_title("\n".join(textwrap.wrap(plain(title), 64)), fontsize=10)
+    _shrink_to_content(fig)
+    png = _to_png(fig)  # draws: the boxes below are those of the saved image
+    return RocFigure(png, _box(ax.get_window_extent(), fig), _box(legend.get_window_extent(), fig))
 
-        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8)
-    return _to_png(fig)
+
+def roc_plot(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "",
+    floor: float | None = None,
+    emphasis: Sequence[str] = (),
+    band: tuple[str, np.ndarray, np.ndarray, np.ndarray, str] | None = None,
+) -> bytes:
+    """:func:`roc_figure` as PNG bytes."""
+    return roc_figure(curves, title, floor, emphasis, band).png
 
 
 # --- score histograms ------------------------------------------------------------------------
@@ -107,7 +195,7 @@ def robust_range(values: np.ndarray, pct: float = 0.5) -> tuple[float, float] | 
 
 
 def _histogram_panel(ax, name: str, scores: np.ndarray, labels: np.ndarray, bins: int) -> None:
-    ax.set_title(name, fontsize=9)
+    ax.set_title(plain(name), fontsize=9)
     ax.tick_params(labelsize=7)
     span = robust_range(scores)
     if span is None:
@@ -125,6 +213,7 @@ def _histogram_panel(ax, name: str, scores: np.ndarray, labels: np.ndarray, bins
     if n_clipped:
         ax.text(0.98, 0.96, f"{n_clipped} clipped", transform=ax.transAxes, ha="right", va="top", fontsize=6, color="0.4")
     ax.set_yticks([])
+    ax.locator_params(axis="x", nbins=5)  # long score labels in narrow panels would run into each other
 
 
 def score_histograms(scores: Mapping[str, np.ndarray], labels: np.ndarray, bins: int = 40) -> bytes:
@@ -174,7 +263,7 @@ def example_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 8) ->
             ax.imshow(img, cmap="gray_r", vmin=vmin, vmax=vmax, interpolation="nearest")
         else:
             ax.imshow(img, interpolation="nearest")
-        ax.set_title(caption, fontsize=6.5, linespacing=1.1)
+        ax.set_title(plain(caption), fontsize=6.5, linespacing=1.1)
         ax.set_axis_off()
     return _to_png(fig)
 
@@ -216,7 +305,7 @@ def study_figure(spec: Mapping) -> bytes:
         if style == "frontier":
             order = np.argsort(x)
             ax.plot(x[order], y[order], color="black", lw=1.2, ls="--", drawstyle="steps-post",
-                    label=series.get("label"), zorder=1)
+                    label=plain(series.get("label") or ""), zorder=1)
             continue
         if style == "points":
             yerr = None
@@ -224,9 +313,9 @@ def study_figure(spec: Mapping) -> bytes:
                 lo_a, hi_a, y_a = (np.asarray(v, float) for v in (lo, hi, series["y"]))
                 keep = np.isfinite(np.asarray(series["x"], float)) & np.isfinite(y_a)
                 yerr = np.vstack([np.clip(y_a - lo_a, 0, None), np.clip(hi_a - y_a, 0, None)])[:, keep]
-            ax.errorbar(x, y, yerr=yerr, fmt="o", ms=5, color=color, capsize=2, lw=1, label=series.get("label"), zorder=2)
+            ax.errorbar(x, y, yerr=yerr, fmt="o", ms=5, color=color, capsize=2, lw=1, label=plain(series.get("label") or ""), zorder=2)
             continue
-        ax.plot(x, y, marker="o", ms=3.5, lw=1.6, color=color, label=series.get("label"), zorder=2)
+        ax.plot(x, y, marker="o", ms=3.5, lw=1.6, color=color, label=plain(series.get("label") or ""), zorder=2)
         if lo is not None and hi is not None and len(lo) == len(hi) == len(series.get("x") or []):
             xs = np.asarray(series["x"], float)
             lo_a, hi_a = np.asarray(lo, float), np.asarray(hi, float)
@@ -236,9 +325,9 @@ def study_figure(spec: Mapping) -> bytes:
         ax.set_xscale("log")
     if spec.get("ylog"):
         ax.set_yscale("log")
-    ax.set_xlabel(spec.get("xlabel") or "")
-    ax.set_ylabel(spec.get("ylabel") or "")
-    ax.set_title(spec.get("title") or "", fontsize=10)
+    ax.set_xlabel(plain(spec.get("xlabel") or ""))
+    ax.set_ylabel(plain(spec.get("ylabel") or ""))
+    ax.set_title(plain(spec.get("title") or ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if any(s.get("label") for s in spec.get("series") or []):
         ax.legend(fontsize=7.5, loc="best")

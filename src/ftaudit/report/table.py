@@ -6,13 +6,17 @@ never as an error, because a half-finished run is exactly when someone wants to 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ftaudit.report.resolution import entry_resolved, resolution_text
+
 DASH = "—"
+NOT_RESOLVED = "not resolved"
 BEST_MARK = "★"
 # The operating points the table shows, as fractions: TPR at 0.1 %, 1 % and 10 % FPR.
 TPR_POINTS = (0.001, 0.01, 0.1)
@@ -46,12 +50,60 @@ def fmt_auc(ci: Mapping[str, Any] | None) -> str:
     return fmt_ci(ci, lambda v: f"{v:.3f}")
 
 
-def fmt_tpr(ci: Mapping[str, Any] | None) -> str:
-    """TPR in percent; two decimals below 10 % (where TPR at low FPR lives), one above."""
+def _exact(v: float) -> bool:
+    return v == 0.0 or v == 1.0
+
+
+def fmt_pct(v: Any, decimals: int | None = None, exact: bool = True) -> str:
+    """A rate in percent: two decimals below 10 % (where TPR at low FPR lives), one above (or
+    ``decimals``); with ``exact``, exactly 0 and 1 as "0%" and "100%"."""
+    if not _is_number(v):
+        return DASH
+    if exact and _exact(v):
+        return f"{v * 100:.0f}%"
+    decimals = (2 if abs(v) < 0.1 else 1) if decimals is None else decimals
+    return f"{v * 100:.{decimals}f}%"
+
+
+def fmt_rate(ci: Mapping[str, Any] | None, n: Any = None) -> str:
+    """A rate with its CI in percent: ``"8.98% [6.10%, 12.4%]"``. A value of exactly 0 or 1 gets
+    its exact fraction when the count ``n`` behind it is known (``"100% (300/300) [...]"``), and a
+    CI that is the value itself is not repeated (``"100% (all)"``)."""
     if not ci or not _is_number(ci.get("value")):
         return DASH
-    decimals = 2 if abs(ci["value"]) < 0.1 else 1
-    return fmt_ci(ci, lambda v: f"{v * 100:.{decimals}f}%")
+    v, lo, hi = ci["value"], ci.get("lo"), ci.get("hi")
+    decimals = 2 if abs(v) < 0.1 else 1
+    text = fmt_pct(v, decimals)
+    degenerate = _is_number(lo) and _is_number(hi) and lo == v == hi
+    if _exact(v):
+        count = int(n) if _is_number(n) and not math.isinf(n) and n > 0 else None
+        if count is not None:
+            text += f" ({round(v * count)}/{count})"
+        elif degenerate:
+            text += " (all)" if v == 1.0 else " (none)"
+    if _is_number(lo) and _is_number(hi) and not degenerate:
+        text += f" [{fmt_pct(lo, decimals, exact=False)}, {fmt_pct(hi, decimals, exact=False)}]"
+    return text
+
+
+def fmt_tpr(ci: Mapping[str, Any] | None, n_members: Any = None) -> str:
+    """TPR in percent with its CI (see :func:`fmt_rate`; ``n_members`` gives 0 and 1 their fraction)."""
+    return fmt_rate(ci, n_members)
+
+
+_RATE_WORDS = re.compile(r"accuracy|\brate\b|precision|recall|\btpr\b|\bfpr\b", re.IGNORECASE)
+
+
+def is_rate(name: Any) -> bool:
+    """Whether a utility metric (by its name) is a rate, shown in percent."""
+    return bool(_RATE_WORDS.search(str(name or "")))
+
+
+def fmt_utility_value(item: Mapping[str, Any]) -> str:
+    """A utility value with its CI: rates (accuracies) in percent, anything else in 4 digits."""
+    if is_rate(item.get("name")):
+        return fmt_rate(item, item.get("n"))
+    return fmt_ci(item, lambda v: f"{v:.4g}")
 
 
 def fpr_label(fpr: float) -> str:
@@ -71,9 +123,22 @@ def fmt_count(v: Any) -> str:
     return f"{int(v):,}" if _is_number(v) and not math.isinf(v) else DASH
 
 
+def tpr_cell(attack: Mapping[str, Any], fpr: float) -> tuple[str, bool | None]:
+    """The formatted TPR of ``attack`` at ``fpr`` and whether the sample resolves it (None: unknown)."""
+    entry = tpr_at(attack, fpr)
+    return fmt_tpr(entry, attack.get("n_members")), entry_resolved(attack, entry)
+
+
+def unresolved_note(results: Mapping[str, Any]) -> str:
+    """The resolution rule for the attacks' non-member count, when some reported TPR is not resolved."""
+    counts = {a.get("n_nonmembers") for a in attacks_of(results)
+              if any(tpr_cell(a, f)[1] is False for f in TPR_POINTS)}
+    return "; ".join(t for t in (resolution_text(n) for n in sorted(counts, key=str)) if t)
+
+
 def fmt_utility(item: Mapping[str, Any]) -> str:
     """``"name: value [lo, hi] (note)"`` for one utility metric."""
-    text = f"{item.get('name') or '?'}: {fmt_ci(item, lambda v: f'{v:.4g}')}"
+    text = f"{item.get('name') or '?'}: {fmt_utility_value(item)}"
     return f"{text} ({item['note']})" if item.get("note") else text
 
 
@@ -85,7 +150,15 @@ def _caption(results: Mapping[str, Any]) -> str | None:
     lines = [f"utility — {fmt_utility(u)}" for u in results.get("utility") or []]
     skipped = results.get("skipped_attacks") or {}
     lines += [f"skipped — {name}: {why}" for name, why in skipped.items()]
+    note = unresolved_note(results)
+    if note:
+        lines.append(note)
     return "\n".join(lines) or None
+
+
+def _terminal_tpr(attack: Mapping[str, Any], fpr: float) -> str:
+    text, resolved = tpr_cell(attack, fpr)
+    return NOT_RESOLVED if resolved is False and text != DASH else text
 
 
 def render_table(results: Mapping[str, Any], console: Console | None = None) -> Table:
@@ -113,7 +186,7 @@ def render_table(results: Mapping[str, Any], console: Console | None = None) -> 
         table.add_row(
             f"{BEST_MARK} {name}" if is_best else f"  {name}",
             fmt_auc(attack.get("auc")),
-            *(fmt_tpr(tpr_at(attack, fpr)) for fpr in TPR_POINTS),
+            *(_terminal_tpr(attack, fpr) for fpr in TPR_POINTS),
             f"{fmt_count(attack.get('n_members'))} / {fmt_count(attack.get('n_nonmembers'))}",
             style="bold green" if is_best else None,
         )

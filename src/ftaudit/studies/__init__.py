@@ -47,7 +47,12 @@ def get_study(name: str) -> Study:
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name not in BUILTIN:
-        raise UserError("study", f"unknown study {name!r}", f"choose one of: {', '.join(names())} (`ftaudit studies` lists them)")
+        import difflib
+
+        close = difflib.get_close_matches(str(name)[:200], names(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError("study", f"unknown study {name!r}",
+                        f"{hint}choose one of: {', '.join(names())} (`ftaudit studies` lists them)")
     study = importlib.import_module(f"ftaudit.studies.{BUILTIN[name]}").STUDY
     if study.name != name:
         raise RuntimeError(f"module ftaudit.studies.{BUILTIN[name]} defines study {study.name!r}, not {name!r}")

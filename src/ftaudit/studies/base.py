@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence, overload
 
 import numpy as np
 
+from ftaudit import progress
 from ftaudit.attacks.evaluators import EvaluationRequest
 from ftaudit.config import StudyConfig
 from ftaudit.report.blocks import ReportSection
@@ -27,7 +28,8 @@ Arrays = dict[str, np.ndarray]
 @dataclass
 class Context:
     """What a study may use: the engine (``train``), the content-addressed array cache
-    (``cached``), stage timers, and the store for its other caches."""
+    (``cached``), stages (announced and timed), and the store for its other caches. ``reporter``
+    opens a counted task for work outside the engine (``ftaudit.progress`` unless one is given)."""
 
     store: Store
     engine: Engine
@@ -36,11 +38,15 @@ class Context:
     models_trained: int = 0
     models_loaded: int = 0
 
+    def __post_init__(self) -> None:
+        self.reporter = progress.reporter_with(self.reporter)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with progress.stage(name):
+                yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
@@ -50,7 +56,12 @@ class Context:
         result = self.engine.train(group, vectorized=vectorized)
         self.models_trained += result.trained
         self.models_loaded += result.loaded
+        result.on_retrain = self._retrained  # a cached model that fails verification on load is trained again
         return result
+
+    def _retrained(self, n: int) -> None:
+        self.models_trained += n
+        self.models_loaded -= n
 
     @overload
     def cached(self, kind: str, key: str, compute: Callable[[], Arrays]) -> Arrays: ...
@@ -68,12 +79,19 @@ class Context:
         cache = self.store.arrays(kind)
         if isinstance(key, str):
             if not cache.has_entry(key):
-                cache.save_entry(key, compute())
+                with progress.task(f"computing {kind}", 1, "entry") as task:
+                    cache.save_entry(key, compute())
+                    task.complete()
             return cache.load_entry(key)
         keys = list(key)
         missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
+        progress.log.debug("%s: %d of %d entries cached", kind, len(keys) - len(missing), len(keys))
         if missing:
-            fresh = compute(missing)
+            cached = len(keys) - len(missing)
+            with progress.task(f"computing {kind}" + (f" ({cached} cached)" if cached else ""), len(missing),
+                               "entries") as task:
+                fresh = compute(missing)
+                task.complete()
             if len(fresh) != len(missing):
                 raise ValueError(f"cache {kind!r}: compute returned {len(fresh)} entries for {len(missing)} missing keys")
             for i, arrays in zip(missing, fresh):

@@ -8,6 +8,7 @@ so a killed run loses at most one chunk of work.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ftaudit import progress
 from ftaudit.config import EngineConfig, OptimConfig
 from ftaudit.dp.per_sample import DPParams
 from ftaudit.dp.sampling import poisson_schedule
@@ -23,13 +25,17 @@ from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.methods import check_frozen
 from ftaudit.finetune.packed_lora import packable, train_packed_lora
 from ftaudit.seeding import derive_seed
-from ftaudit.store.cache import ModelCache, content_key, state_digest
+from ftaudit.store.cache import BadEntry, ModelCache, Spec, content_key, state_digest, state_spec
+from ftaudit.store.faults import fault_point
+from ftaudit.store.locks import claim
 from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
 from ftaudit.train.schedule import make_schedule, steps_per_epoch
 from ftaudit.train.trainers import State, n_training_views, train_loop, train_vectorized
+from ftaudit.wording import plural
 
 # Reporter: called with (description, total units) and returns an "advance by n" callback.
 Reporter = Callable[[str, int], Callable[[int], None]]
+store_log = logging.getLogger("ftaudit.store")
 
 
 @dataclass
@@ -114,11 +120,28 @@ class TrainResult:
     cache: ModelCache
     dp: dict | None = None  # DP groups: noise multiplier, steps, accounted ε (opacus) and reference ε
     dp_jobs: list[dict] | None = None  # the same per job (they differ in a privacy sweep)
+    specs: list[Spec] | None = None  # per job: the names, shapes and dtypes a cached model must have
+    retrain: Callable[[list[int]], int] | None = None  # trains jobs again into the cache; returns how many
+    on_retrain: Callable[[int], None] | None = None  # told how many (the Context's counts)
 
     def states(self, index: list[int] | None = None) -> list[State]:
-        """Weights from the cache, loaded on demand: a run whose signals are cached never needs them."""
-        keys = self.keys if index is None else [self.keys[i] for i in index]
-        return [self.cache.load(k) for k in keys]
+        """Weights from the cache, loaded on demand: a run whose signals are cached never needs them.
+        Each is verified (digest, names, shapes); a bad entry is discarded and trained again."""
+        return [self._state(i) for i in (range(len(self.keys)) if index is None else index)]
+
+    def _state(self, i: int) -> State:
+        spec = self.specs[i] if self.specs else None
+        try:
+            return self.cache.load(self.keys[i], spec)
+        except BadEntry as exc:
+            if self.retrain is None:
+                raise
+            self.cache.discard(self.keys[i], str(exc))
+        n = self.retrain([i])
+        self.trained, self.loaded = self.trained + n, self.loaded - n
+        if self.on_retrain:
+            self.on_retrain(n)
+        return self.cache.load(self.keys[i], spec)  # bad twice: BadEntry (a CacheError) ends the run
 
 
 class Engine:
@@ -144,24 +167,45 @@ class Engine:
         served for another."""
         trainer = self.trainer(group, vectorized)
         keys = [content_key(job=k, trainer=trainer) for k in group.keys]
-        missing = [i for i, key in enumerate(keys) if not self.cache.has(key)]
+        specs = [state_spec(j.init) for j in group.jobs]
+        missing = [i for i, key in enumerate(keys) if not self.cache.usable(key, specs[i])]
+        progress.log.debug("group %s: %d of %d models cached, trainer %s", group.name, len(keys) - len(missing),
+                           len(keys), trainer)
         # Accounting is deterministic, so it is redone (cheaply) for cached groups too.
         resolved = {spec: spec.resolve() for spec in dict.fromkeys(group.dp_specs) if spec is not None}
         dp_jobs = [resolved[spec] for spec in group.dp_specs] if resolved else None
-        if missing:
-            self._train_missing(group, keys, missing, dp_jobs, trainer)
-        return TrainResult(keys=keys, trained=len(missing), loaded=len(keys) - len(missing), cache=self.cache,
-                           dp=dp_jobs[0] if dp_jobs else None, dp_jobs=dp_jobs)
+        trained = self._train_missing(group, keys, missing, dp_jobs, trainer, specs) if missing else 0
+        return TrainResult(keys=keys, trained=trained, loaded=len(keys) - trained, cache=self.cache,
+                           dp=dp_jobs[0] if dp_jobs else None, dp_jobs=dp_jobs, specs=specs,
+                           retrain=partial(self._train_missing, group, keys, dp_jobs=dp_jobs, trainer_name=trainer,
+                                           specs=specs))
 
     def _train_missing(self, group: TrainGroup, keys: list[str], missing: list[int], dp_jobs: list[dict] | None,
-                       trainer_name: str) -> None:
-        epochs, bs = group.optim.epochs, group.optim.batch_size
-        advance = None
-        if self.reporter:
-            advance = self.reporter(f"training {group.name} ({len(missing)} models)", len(missing) * group.steps)
+                       trainer_name: str, specs: list[Spec]) -> int:
+        """Train ``missing`` jobs chunk by chunk; returns how many this process trained. Each chunk's
+        entries are claimed first (store/locks.py), then looked up again: models another run on the
+        same store trained meanwhile are loaded, not trained twice."""
+        trained = 0
+        # a bar on a terminal, log lines otherwise (ftaudit.progress), and the caller's reporter if any
+        description = f"training {group.name} ({plural(len(missing), 'model')})"
+        advance = progress.reporter_with(self.reporter)(description, len(missing) * group.steps)
         n_views = n_training_views(group.optim, group.objective)
         for start in range(0, len(missing), self.cfg.chunk):
             chunk = missing[start:start + self.cfg.chunk]
+            with claim([self.cache.lock_path(keys[i]) for i in chunk],
+                       on_wait=lambda: store_log.info("waiting for another run training models of %s", group.name)):
+                trained += self._train_chunk(group, keys, chunk, dp_jobs, trainer_name, specs, advance, n_views)
+        return trained
+
+    def _train_chunk(self, group: TrainGroup, keys: list[str], chunk: list[int], dp_jobs: list[dict] | None,
+                     trainer_name: str, shapes: list[Spec], advance, n_views: int) -> int:
+        done = [i for i in chunk if self.cache.usable(keys[i], shapes[i])]  # trained by another run while we waited
+        if done and advance:
+            advance(len(done) * group.steps)
+        chunk = [i for i in chunk if i not in done]
+        epochs, bs = group.optim.epochs, group.optim.batch_size
+        if chunk:
+            fault_point("training", group.name)
             jobs = [group.jobs[i] for i in chunk]
             rows, seeds = [j.rows for j in jobs], [j.seed for j in jobs]
             common = dict(progress=advance, objective=group.objective, view_seed=int(group.data_digest[:8], 16))
@@ -186,3 +230,4 @@ class Engine:
                 check_frozen(job.init, state, group.trainable)
                 self.cache.save(keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed),
                                                       "trainer": trainer_name})
+        return len(chunk)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ftaudit.config import ConfigSection, StudyConfig
+from ftaudit.config import MAX_BATCH, MAX_EPSILON, MAX_REFERENCES, ConfigSection, StudyConfig, field_error
 from ftaudit.errors import UserError
 
 FIELD = "audit"
@@ -105,11 +105,11 @@ class AuditSection(ConfigSection):
                                                              "directory has none; null = the model's own")
     task: Literal["auto", "causal-lm", "masked-lm", "classification", "image-classification"] = Field(
         default="auto", description="auto: from config.architectures")
-    max_records: int = Field(default=2000, ge=2, description="records audited per set (a random subset by seed when "
+    max_records: int = Field(default=2000, ge=2, le=10**7, description="records audited per set (a random subset by seed when "
                                                              "a set is larger)")
-    max_length: int | None = Field(default=None, ge=2, description="tokens per record (longer ones are truncated); "
+    max_length: int | None = Field(default=None, ge=2, le=1 << 17, description="tokens per record (longer ones are truncated); "
                                                                     "null = the model's context (at most 1024)")
-    batch_size: int = Field(default=16, ge=1, description="records per forward pass")
+    batch_size: int = Field(default=16, ge=1, le=MAX_BATCH, description="records per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     reveal: bool = Field(default=False, description="write record text into records.csv (by default records are "
                                                     "identified by index and a salted hash only)")
@@ -119,10 +119,10 @@ class AuditSection(ConfigSection):
                                                             "adds the canaries' exposure and the one-run empirical "
                                                             "epsilon lower bound; canary records are left out of the "
                                                             "membership audit")
-    accounted_epsilon: float | None = Field(default=None, ge=0, description="the epsilon your DP accountant reported "
+    accounted_epsilon: float | None = Field(default=None, ge=0, le=MAX_EPSILON, description="the epsilon your DP accountant reported "
                                                                             "for the fine-tune: the one-run bound is "
                                                                             "checked against it (with manifest)")
-    references: int = Field(default=0, ge=0, description="fine-tuning-aware references (causal LMs): this many models "
+    references: int = Field(default=0, ge=0, le=MAX_REFERENCES, description="fine-tuning-aware references (causal LMs): this many models "
                                                          "(even) fine-tuned from `base` with `recipe` on random halves "
                                                          "of `population`, for LiRA and RMIA; 0 = off")
     recipe: str | None = Field(default=None, description="references: YAML file of your fine-tuning recipe (method and "
@@ -135,12 +135,12 @@ class AuditSection(ConfigSection):
                                                   "first tokens and match its greedy and sampled continuations against "
                                                   "the true suffix, members vs the non-member control; auto: causal "
                                                   "LMs only")
-    prefix_tokens: int = Field(default=32, ge=1, description="regurgitation: prompt tokens (at most half the record)")
-    suffix_tokens: int = Field(default=16, ge=1, description="regurgitation: continuation tokens compared with the "
+    prefix_tokens: int = Field(default=32, ge=1, le=1 << 16, description="regurgitation: prompt tokens (at most half the record)")
+    suffix_tokens: int = Field(default=16, ge=1, le=1 << 16, description="regurgitation: continuation tokens compared with the "
                                                              "record's suffix (shorter records are skipped, counted)")
-    samples: int = Field(default=4, ge=0, description="regurgitation: seeded top-40 sampled continuations per record "
+    samples: int = Field(default=4, ge=0, le=1000, description="regurgitation: seeded top-40 sampled continuations per record "
                                                       "(besides the greedy one)")
-    regurgitation_records: int = Field(default=200, ge=1, description="regurgitation: records prompted per set (a "
+    regurgitation_records: int = Field(default=200, ge=1, le=10**7, description="regurgitation: records prompted per set (a "
                                                                       "random subset of the long-enough ones)")
     demo: bool = Field(default=False, description="build, fine-tune and audit ftaudit's own tiny GPT-2 (offline; "
                                                   "model and record files under <out>/demo); model, members, "
@@ -156,21 +156,24 @@ class AuditSection(ConfigSection):
     @model_validator(mode="after")
     def _demo(self) -> "AuditSection":
         if self.accounted_epsilon is not None and self.manifest is None:
-            raise ValueError("accounted_epsilon is checked against the canaries' one-run bound: give a manifest too")
+            raise field_error(("manifest",), "accounted_epsilon is checked against the canaries' one-run bound: give a "
+                              "manifest too", None)
         if self.online and not self.references:
-            raise ValueError("online trains references on the audited records: set references (e.g. 8) too")
+            raise field_error(("references",), "online trains references on the audited records: set references "
+                              "(e.g. 8) too", self.references)
         if self.references:
             if self.references % 2:
-                raise ValueError(f"references must be even (each record is in half of them), got {self.references}")
+                raise field_error(("references",), "must be even (each record is in half of them)", self.references)
             missing = [k for k in ("recipe", "population") if getattr(self, k) is None]
             missing += ["base"] if self.base is None and not self.demo else []
             if missing:
-                raise ValueError(f"references are fine-tuned from your base with your recipe on population records: "
-                                 f"give {', '.join(missing)} too (--{' --'.join(missing)})")
+                raise field_error((missing[0],), f"references are fine-tuned from your base with your recipe on "
+                                  f"population records: give {', '.join(missing)} too (--{' --'.join(missing)})", None)
         if self.demo:
             given = [k for k in ("model", "members", "nonmembers", "base") if getattr(self, k) is not None]
             if given:
-                raise ValueError(f"demo builds its own model and records; do not also set {', '.join(given)}")
+                raise field_error((given[0],), f"demo builds its own model and records; do not also set "
+                                  f"{', '.join(given)}", getattr(self, given[0]))
         return self
 
 

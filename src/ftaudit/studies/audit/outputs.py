@@ -10,16 +10,15 @@ Metric summaries are ``{attack: {"auc": (v, lo, hi), "tpr@<fpr>": (v, lo, hi)}}`
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import secrets
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ftaudit.report.blocks import ReportSection
+from ftaudit.report.records import records_table
+from ftaudit.report.resolution import MIN_FALSE_POSITIVES, min_resolved_fpr
 from ftaudit.studies.audit.config import parse_gate
 
 HEADLINE_FPR = 0.01
@@ -55,28 +54,20 @@ def records_csv(scores: dict[str, np.ndarray], member: np.ndarray, record: np.nd
                 labels: np.ndarray | None = None, texts: Sequence[str] | None = None) -> bytes:
     """One row per audited record: index, set, record (its position in its loaded file, 0-based, blank
     lines skipped), salted id, member (1/0), [label], every attack's score and rank (1 = most
-    member-like; ties share the best rank), and the text only when ``texts`` is given (``reveal``)."""
+    member-like; ties share the best rank), and the text only when ``texts`` is given (``reveal``).
+    Written by the one records.csv writer every run uses (``ftaudit.report.records``)."""
     member = np.asarray(member, dtype=bool)
-    ranks = {name: rankdata(-s, method="min").astype(np.int64) for name, s in scores.items()}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    header = ["index", "set", "record", "id", "member"] + (["label"] if labels is not None else [])
-    for name in scores:
-        header += [f"{name}", f"{name}_rank"]
-    writer.writerow(header + (["text"] if texts is not None else []))
-    for i in range(len(member)):
-        row = [i, "member" if member[i] else "nonmember", int(record[i]), ids[i], int(member[i])]
-        if labels is not None:
-            row.append(int(labels[i]))
-        for name, s in scores.items():
-            row += [f"{s[i]:.10g}", int(ranks[name][i])]
-        writer.writerow(row + ([texts[i]] if texts is not None else []))
-    return buf.getvalue().encode("utf-8")
+    columns = {"index": np.arange(len(member)), "set": ["member" if m else "nonmember" for m in member],
+               "record": np.asarray(record, np.int64), "id": list(ids), "member": member}
+    if labels is not None:
+        columns["label"] = np.asarray(labels, np.int64)
+    return records_table(columns, scores, trailing={"text": list(texts)} if texts is not None else None)
 
 
 def resolvable_fpr(n_nonmembers: int) -> float:
-    """The smallest FPR the non-members can resolve: one false positive among them."""
-    return 1.0 / max(1, n_nonmembers)
+    """The smallest FPR the non-members resolve: the report's rule (``report.resolution``), about
+    ten false positives among them; below it a TPR rests on a handful of scores."""
+    return min_resolved_fpr(max(1, n_nonmembers))
 
 
 def verdict_fpr(fprs: Sequence[float], n_nonmembers: int) -> float | None:
@@ -105,8 +96,8 @@ def verdict(summary: Summary, primary: str, fprs: Sequence[float], n_nonmembers:
     lines, out = [], {"attack": primary, "fpr": fpr, "resolvable_fpr": floor, "ci_level": level}
     auc = summary[primary]["auc"]
     if fpr is None:
-        lines.append(f"With {n_nonmembers} non-members no reported FPR is resolvable (the smallest is 1/{n_nonmembers} "
-                     f"= {_pct(floor)}); only the AUC is meaningful: {primary} AUC {auc[0]:.3f} "
+        lines.append(f"With {n_nonmembers} non-members no reported FPR is resolvable (the smallest is "
+                     f"{MIN_FALSE_POSITIVES}/{n_nonmembers} = {_pct(floor)}); only the AUC is meaningful: {primary} AUC {auc[0]:.3f} "
                      f"[{auc[1]:.3f}, {auc[2]:.3f}] (chance 0.5).")
         out.update(tpr=None, above_chance=bool(auc[1] > 0.5))
     else:
@@ -120,7 +111,7 @@ def verdict(summary: Summary, primary: str, fprs: Sequence[float], n_nonmembers:
         out.update(tpr=list(tpr), above_chance=bool(above))
         if fpr != HEADLINE_FPR:
             lines.append(f"1 % FPR is not resolvable with {n_nonmembers} non-members (the smallest resolvable FPR is "
-                         f"1/{n_nonmembers} = {_pct(floor)}); the verdict uses {_pct(fpr)}.")
+                         f"{MIN_FALSE_POSITIVES}/{n_nonmembers} = {_pct(floor)}); the verdict uses {_pct(fpr)}.")
         best = max(summary, key=lambda a: (summary[a][f"tpr@{fpr:g}"][0], summary[a]["auc"][0]))
         if best != primary and len(summary) > 1:
             lines.append(f"The strongest of the {len(summary)} attacks here, picked after the fact (so its CI is "
@@ -128,8 +119,8 @@ def verdict(summary: Summary, primary: str, fprs: Sequence[float], n_nonmembers:
         out["best_attack"] = best
     below = [f for f in fprs if f < floor]
     if below:
-        lines.append(f"TPR at {', '.join(_pct(f) for f in below)} FPR is below what {n_nonmembers} non-members resolve "
-                     f"(1/{n_nonmembers} = {_pct(floor)}): read it as TPR at zero false positives.")
+        lines.append(f"TPR at {', '.join(_pct(f) for f in below)} FPR is not resolved with {n_nonmembers} non-members "
+                     f"(fewer than {MIN_FALSE_POSITIVES} false positives; the smallest resolvable FPR is {_pct(floor)}).")
     out["text"] = lines
     return out
 

@@ -56,20 +56,14 @@ class Recipe(LMFinetuneConfig):
 
 def read_recipe(path: str) -> Recipe:
     """The recipe file, validated: one line naming the file (and the key) on any problem."""
-    import yaml
+    from ftaudit.config_input import read_yaml_file
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError("--recipe", f"no such file: {path!r}", "give a YAML file with method, lr, epochs, "
                                                                  "batch_size, max_length (and the method's options, "
                                                                  "e.g. lora_rank)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError("--recipe", f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
-    if not isinstance(data, dict):
-        raise UserError("--recipe", f"{path} must hold a mapping of keys, got {type(data).__name__}",
-                        "write e.g. `method: lora` and `lr: 1e-3` on separate lines")
+    data = read_yaml_file(p, "--recipe")  # a mapping, bounded: size, depth, no anchors or aliases
     try:
         return Recipe(**data)
     except ValidationError as exc:

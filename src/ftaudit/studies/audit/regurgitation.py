@@ -27,6 +27,7 @@ import io
 import numpy as np
 import torch
 
+from ftaudit import progress
 from ftaudit.attacks.extraction import candidates
 from ftaudit.report.blocks import ReportSection
 from ftaudit.seeding import derive_seed
@@ -84,6 +85,7 @@ def generate(lm, ids: list[list[int]], plen: np.ndarray, suffix_tokens: int, sam
     spec = SamplingSpec(samples=samples, length=L, top_k=TOP_K, seed=seed) if samples else None
     gen = torch.Generator().manual_seed(derive_seed(seed, "regurgitation") % 2**63)
     per = max(1, batch_size // max(1, samples))
+    task = progress.task("generating continuations", int((plen > 0).sum()), "records")
     for p in sorted(set(plen[plen > 0].tolist())):
         rows = np.flatnonzero(plen == p)
         for s in range(0, len(rows), per):
@@ -93,6 +95,8 @@ def generate(lm, ids: list[list[int]], plen: np.ndarray, suffix_tokens: int, sam
             if samples:
                 got = _continue(lm, x.repeat_interleave(samples, dim=0), L, spec, gen)
                 sampled[part] = got.reshape(len(part), samples, L).numpy()
+            task.advance(len(part))
+    task.close()
     return greedy, sampled
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from ftaudit import progress
 from ftaudit.attacks.lm import loss_score, mean_nll, min_k_plus_plus_score, min_k_score, ratio_score, zlib_score
 from ftaudit.errors import UserError
 from ftaudit.metrics import summarize
@@ -121,7 +122,8 @@ def causal_stats(loaded: "LoadedModel", ids: list[list[int]], batch_size: int) -
     out = {k: np.full((n, max(1, width - 1)), np.nan) for k in ("logp", "mu", "sigma")}
     device, model = _device(loaded.model), loaded.model
     lengths = np.array([len(r) for r in ids])
-    for batch in _batches(lengths, batch_size, _vocab(loaded)):
+    for batch in progress.track(_batches(lengths, batch_size, _vocab(loaded)), f"scoring records with {loaded.source}",
+                                n, "records", size=len):
         x, mask = _pad([ids[i] for i in batch], 0)
         logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits[:, :-1]
         targets, real = x[:, 1:].to(device), mask[:, 1:].bool().to(device)
@@ -180,7 +182,9 @@ def _masked_scores(target, records, base, batch_size, limit, seed) -> tuple[dict
     n = len(ids)
     loss, base_loss = np.empty(n), np.empty(n)
     lengths = np.array([len(r) for r in ids])
-    for batch in _batches(lengths, max(1, batch_size // MASKINGS), MASKINGS * _vocab(target)):
+    for batch in progress.track(_batches(lengths, max(1, batch_size // MASKINGS), MASKINGS * _vocab(target)),
+                                f"scoring records with {target.source}" + (" and its base" if base is not None else ""),
+                                n, "records", size=len):
         x, mask = _pad([ids[i] for i in batch], tok.pad_token_id or 0)
         counted = mask.bool() & (_pad([specials[i] for i in batch], 1)[0] == 0)
         # seeded per batch (batches are fixed by the records' lengths), the same maskings for model and base
@@ -206,7 +210,8 @@ def class_logits(loaded: "LoadedModel", records: "Records", batch_size: int, lim
     tok = loaded.tokenizer
     ids, _, truncated = tokenize(tok, records.texts, limit, special=True)
     out = torch.empty((len(ids), loaded.num_labels or model.config.num_labels))
-    for batch in _batches(np.array([len(r) for r in ids]), batch_size, 1):
+    for batch in progress.track(_batches(np.array([len(r) for r in ids]), batch_size, 1),
+                                f"scoring records with {loaded.source}", len(ids), "records", size=len):
         x, mask = _pad([ids[i] for i in batch], tok.pad_token_id or 0)
         out[torch.as_tensor(batch)] = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float().cpu()
     return out, truncated

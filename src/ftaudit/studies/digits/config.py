@@ -6,13 +6,23 @@ and differ in what they fine-tune and sweep.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from ftaudit.errors import UserError
-from ftaudit.config import (AttackConfig, ConfigSection, DataConfig, DPConfig, FinetuneConfig, MethodConfig, ModelConfig,
-                            PretrainConfig, StudyConfig, TrainingRecipe, ensemble_size, known_method)
+from ftaudit.config import (MAX_EPOCHS, MAX_EPSILON, MAX_REFERENCES, AttackConfig, ConfigSection, DataConfig, DPConfig,
+                            FinetuneConfig, LearningRate, MethodConfig, ModelConfig, PretrainConfig, StudyConfig,
+                            TrainingRecipe, ensemble_size, field_error, known_method)
+from ftaudit.config_input import closest
+
+# a target ε of the DP sweep: positive, .inf (no DP) allowed, NaN refused by the validator
+Epsilon = Annotated[float, Field(gt=0, allow_inf_nan=True)]
+
+
+def _inf_text(value):
+    """"inf" (how JSON and a stored config.yaml spell infinity) → float("inf"); anything else unchanged."""
+    return float("inf") if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "infinity") else value
 
 
 class DigitsStudyConfig(StudyConfig):
@@ -30,7 +40,9 @@ class DigitsStudyConfig(StudyConfig):
                             "models are trained", f"use at most {ensemble_size(references)}, or 0 for all")
         if attack is not None:
             if attack not in ATTACKS:
-                raise UserError("sweep.attack", f"unknown attack {attack!r}", f"choose from {', '.join(ATTACKS)}")
+                match = closest(attack, ATTACKS)
+                raise UserError("sweep.attack", f"unknown attack {attack!r}",
+                                (f"did you mean {match!r}? " if match else "") + f"choose from {', '.join(ATTACKS)}")
             if attack not in self.attack.names:
                 raise UserError("sweep.attack", f"{attack!r} is not among attack.names",
                                 f"add it to attack.names or choose one of {', '.join(self.attack.names)}")
@@ -50,25 +62,22 @@ class MethodsSweep(ConfigSection):
     """The grid of the ``methods`` study: every cell fine-tunes its own ensemble."""
 
     methods: list[str] = Field(default=["full", "head", "layers", "bitfit", "lora", "adapters"], min_length=1,
-                               description="fine-tuning methods compared")
-    lrs: list[float] = Field(default=[1e-3, 3e-3], min_length=1, description="learning rates per method")
+                               max_length=16, description="fine-tuning methods compared")
+    lrs: list[LearningRate] = Field(default=[1e-3, 3e-3], min_length=1, max_length=16, description="learning rates per method")
     attack: str = Field(default="lira-online-global", description="the attack whose TPR/AUC measures each cell's leakage")
     match_tolerance: float = Field(default=0.01, ge=0, lt=1, description="accuracy slack when comparing at matched accuracy")
 
-    @model_validator(mode="after")
-    def _valid(self) -> "MethodsSweep":
-        for name in self.methods:
-            known_method(name)
-        if any(v <= 0 for v in self.lrs):
-            raise ValueError("learning rates must be positive")
-        return self
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        return [known_method(v) for v in values]
 
 
 class MethodsFinetune(FinetuneConfig):
     """Every cell's recipe; ``method`` and ``lr`` pick the headline cell (the first cell when the grid lacks them)."""
 
-    epochs: int = Field(default=20, ge=1, description="fine-tuning epochs in every cell")
-    references: int = Field(default=8, ge=2, description="reference models per target in every cell")
+    epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS, description="fine-tuning epochs in every cell")
+    references: int = Field(default=8, ge=2, le=MAX_REFERENCES, description="reference models per target in every cell")
 
 
 class MethodsConfig(DigitsStudyConfig):
@@ -99,8 +108,9 @@ class DPFinetune(TrainingRecipe, MethodConfig):
     the search."""
 
     augment: int = Field(default=1, ge=0, le=2, description="train on random pixel shifts of up to this many pixels (0 = none)")
-    epochs: int = Field(default=8, ge=1, description="expected passes over the data (steps = epochs / q)")
-    references: int = Field(default=8, ge=2, description="reference models per target in the MIA ensembles")
+    epochs: int = Field(default=8, ge=1, le=MAX_EPOCHS, description="expected passes over the data (steps = epochs / q)")
+    references: int = Field(default=8, ge=2, le=MAX_REFERENCES, description="reference models per target in the MIA "
+                                                                            "ensembles")
     dp: DPAccounting = DPAccounting()
 
     def recipe(self, lr: float, epsilon: float, clip: float, method: str | None = None) -> FinetuneConfig:
@@ -112,16 +122,18 @@ class DPFinetune(TrainingRecipe, MethodConfig):
 class DPSweep(ConfigSection):
     """The grid of the ``dp-finetune`` study."""
 
-    epsilons: list[float] = Field(default=[0.5, 1.0, 2.0, 4.0, 8.0, float("inf")], min_length=1,
-                                  description="target ε values (.inf = no DP)")
-    subsets: list[str] = Field(default=["head", "layers", "full", "bitfit", "lora"], min_length=1,
+    epsilons: list[Epsilon] = Field(default=[0.5, 1.0, 2.0, 4.0, 8.0, float("inf")], min_length=1, max_length=32,
+                                    description="target ε values (.inf = no DP)")
+    subsets: list[str] = Field(default=["head", "layers", "full", "bitfit", "lora"], min_length=1, max_length=16,
                                description="fine-tuning methods (layer subsets) searched at each ε")
-    lrs: list[float] = Field(default=[1e-3, 4e-3], min_length=1, description="learning rates searched per cell")
-    clips: list[float] = Field(default=[0.5, 2.0], min_length=1, description="clipping norms searched per cell")
+    lrs: list[LearningRate] = Field(default=[1e-3, 4e-3], min_length=1, max_length=16,
+                                    description="learning rates searched per cell")
+    clips: list[Annotated[float, Field(gt=0, le=1e6)]] = Field(default=[0.5, 2.0], min_length=1, max_length=16,
+                                                               description="clipping norms searched per cell")
     attack: str = Field(default="lira-online-global", description="the attack whose TPR/AUC measures each ε's leakage "
                                                                   "and whose scores feed the empirical ε audits")
-    canaries: int = Field(default=32, ge=0, description="mislabelled canaries for the empirical ε audit (0 = off)")
-    headline_epsilon: float | None = Field(default=None, gt=0, description="ε whose ensemble the attack table, ROC and "
+    canaries: int = Field(default=32, ge=0, le=1000, description="mislabelled canaries for the empirical ε audit (0 = off)")
+    headline_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=True, description="ε whose ensemble the attack table, ROC and "
                                            "exposed examples show (one of epsilons); null = the smallest finite one")
 
     @field_serializer("epsilons", when_used="json")
@@ -132,14 +144,33 @@ class DPSweep(ConfigSection):
     def _headline_inf(self, value: float | None):
         return "inf" if value == float("inf") else value
 
+    @field_validator("epsilons", mode="before")
+    @classmethod
+    def _epsilons_text(cls, values):
+        return [_inf_text(v) for v in values] if isinstance(values, list) else values
+
+    @field_validator("headline_epsilon", mode="before")
+    @classmethod
+    def _headline_text(cls, value):
+        return _inf_text(value)
+
+    @field_validator("epsilons")
+    @classmethod
+    def _finite_or_inf(cls, values: list[float]) -> list[float]:
+        if any(v != v or (v != float("inf") and v > MAX_EPSILON) for v in values):
+            raise ValueError(f"epsilons must be positive numbers up to {MAX_EPSILON:g}, or .inf for no DP")
+        return values
+
+    @field_validator("subsets")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        return [known_method(v) for v in values]
+
     @model_validator(mode="after")
     def _valid(self) -> "DPSweep":
-        for name in self.subsets:
-            known_method(name)
-        if any(v <= 0 for v in self.lrs + self.clips + self.epsilons):
-            raise ValueError("learning rates, clipping norms and epsilons must be positive")
         if self.headline_epsilon is not None and self.headline_epsilon not in self.epsilons:
-            raise ValueError(f"headline_epsilon {self.headline_epsilon:g} is not one of epsilons {self.epsilons}")
+            raise field_error(("headline_epsilon",), f"{self.headline_epsilon:g} is not one of epsilons {self.epsilons}",
+                              self.headline_epsilon)
         return self
 
     @property

@@ -29,6 +29,7 @@ from ftaudit.threads import torch_threads
 from ftaudit.train.engine import TrainResult
 from ftaudit.train.mlm import masked_lm_objective
 from ftaudit.train.trainers import State
+from ftaudit.wording import plural
 
 CAUSAL, MASKED = "causal-lm", "masked-lm"
 TINY = {CAUSAL: CAUSAL_TINY, MASKED: MASKED_TINY}
@@ -72,6 +73,18 @@ def model_name(lm: LMTextConfig, kind: str, study: str) -> str:
         raise UserError("lm.model", f"{study} studies a {kind.replace('-lm', '')} LM, not {lm.model}",
                         f"use {TINY[kind]} (or tiny), or a {kind} checkpoint")
     return lm.model
+
+
+def check_text(lm: LMTextConfig, blocks: int) -> None:
+    """Refuse, before any tokenizer is trained and cached, a private corpus that cannot hold
+    ``blocks`` blocks: a byte-level token covers at least one byte, so fewer bytes than the tokens
+    asked for can never be enough (the exact count is checked once the text is tokenized)."""
+    corpus = load_corpus(lm.finetune_corpus, field="lm.finetune_corpus")
+    size = sum(len(d.encode()) for d in corpus.documents)
+    if size < blocks * lm.block_len:
+        raise UserError("lm.n_blocks", f"{blocks} blocks of {lm.block_len} tokens need at least {blocks * lm.block_len} "
+                        f"bytes of text, {lm.finetune_corpus!r} has {size}",
+                        "lower lm.n_blocks / lm.population or lm.block_len, or use a larger corpus")
 
 
 def tokenizer_for(ctx: Context, lm: LMTextConfig, model: str):
@@ -134,8 +147,8 @@ def pretrain_base(ctx: Context, lm: LMTextConfig, name: str, tok, seeds: dict, r
                          [initial_state(model)], [np.arange(len(blocks))], [seeds["pretrain"]], run_seed=run_seed,
                          objective=objective)
     result = ctx.train(group, vectorized=VECTORIZED)
-    source = (f"{name} ({lm.n_layer} layers × {lm.n_embd}, vocab {len(tok)}) pretrained here on {len(blocks)} blocks of "
-              f"{lm.pretrain_corpus}, {lm.pretrain_epochs} epochs, Adam lr {lm.pretrain_lr:g}")
+    source = (f"{name} ({plural(lm.n_layer, 'layer')} × {lm.n_embd}, vocab {len(tok)}) pretrained here on {len(blocks)} "
+              f"blocks of {lm.pretrain_corpus}, {plural(lm.pretrain_epochs, 'epoch')}, Adam lr {lm.pretrain_lr:g}")
     return Base(model, result.states()[0], result.keys[0], source, MASK_ID)
 
 

@@ -24,8 +24,8 @@ from ftaudit.models.lm import LMWrapper
 from ftaudit.seeding import derive_seed
 from ftaudit.signals.arrays import SignalSet
 from ftaudit.studies.base import Context
-from ftaudit.studies.lm.base import (CAUSAL, Base, base_model, blocks_of, finetune_from_base, load_base, model_name,
-                                    tokenizer_for)
+from ftaudit.studies.lm.base import (CAUSAL, Base, base_model, blocks_of, check_text, finetune_from_base, load_base,
+                                    model_name, tokenizer_for)
 from ftaudit.studies.lm.config import MLM_REF_RATIO, REF_RATIO, EnsembleFinetuneConfig, LMAuditConfig, LMFinetuneConfig
 from ftaudit.studies.lm.signals import (Loader, audit_signal_names, population_signal_names, query_lm, sequence_nll,
                                         token_nll)
@@ -85,6 +85,9 @@ def setup(ctx: Context, lm: LMAuditConfig, ft: EnsembleFinetuneConfig, kind: str
     seeds = make_seeds(run_seed, n_models)
     name = model_name(lm, kind, study)
     with ctx.stage("data"):
+        check_text(lm, lm.n_blocks + lm.population + (lm.n_blocks // 2 if lm.reference == "disjoint" else 0) + spare)
+        if lm.reference not in ("base", "disjoint"):
+            load_tokenizer(lm.reference, field="lm.reference")  # a missing reference fails before any cache write
         tok, tok_path = tokenizer_for(ctx, lm, name)
         n_ref = lm.n_blocks // 2 if lm.reference == "disjoint" else 0
         private = blocks_of(lm.finetune_corpus, "lm.finetune_corpus", "lm.n_blocks", tok, lm.block_len,

@@ -11,6 +11,7 @@ from ftaudit.data.text import TextBlocks
 from ftaudit.metrics import mean_ci
 from ftaudit.report.blocks import Figure, ReportSection, Series
 from ftaudit.studies.lm.config import LMExtractionConfig
+from ftaudit.wording import plural
 
 
 @dataclass
@@ -138,7 +139,7 @@ def setup_section(cfg: LMExtractionConfig, world: World, base_source: str, tok_p
     lm, ft, ex = cfg.lm, cfg.finetune, cfg.extraction
     return ReportSection("Setup", [
         f"Base: {base_source}. Tokenizer: {tok_path}.",
-        f"Fine-tuning: {ft.method}, {ft.epochs} epochs, {ft.optimizer} lr {ft.lr:g}, batch {ft.batch_size}, on "
+        f"Fine-tuning: {ft.method}, {plural(ft.epochs, 'epoch')}, {ft.optimizer} lr {ft.lr:g}, batch {ft.batch_size}, on "
         f"{len(world.train)} blocks of {lm.block_len} tokens of {lm.finetune_corpus} (one model): {ex.finetune_blocks} "
         f"distinct blocks plus {len(world.train) - ex.finetune_blocks} extra copies of the extraction prompts' blocks.",
         f"Canaries: \"{ex.canary_prefix} \" + {ex.canary_digits} random digits; {ex.canaries} per insertion count r ∈ "

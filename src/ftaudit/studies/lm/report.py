@@ -12,6 +12,7 @@ from ftaudit.report.blocks import ReportSection
 from ftaudit.studies.lm.base import CAUSAL
 from ftaudit.studies.lm.cell import LMCell, LMStudy
 from ftaudit.studies.lm.config import MLM_REF_RATIO, REF_RATIO, SEQUENCE_ATTACKS, LMFinetuneConfig
+from ftaudit.wording import plural
 
 SIGNAL_WORDS = {CAUSAL: "the block's NLL (summed next-token loss)",
                 "masked-lm": "the block's MLM loss (masked-token loss over random 15 % maskings, summed per masking)"}
@@ -73,7 +74,7 @@ def setup_section(study: LMStudy, ft: LMFinetuneConfig, extra: list[str] = ()) -
              f"Reference of {REF_RATIO if study.kind == CAUSAL else MLM_REF_RATIO}: "
              f"{study.reference_name or 'none (lm.reference=base)'}; "
              "the other ratio attacks compare with the base.",
-             f"Fine-tuning: {ft.method}, {ft.epochs} epochs, {ft.optimizer} lr {ft.lr:g}, batch {ft.batch_size} blocks."]
+             f"Fine-tuning: {ft.method}, {plural(ft.epochs, 'epoch')}, {ft.optimizer} lr {ft.lr:g}, batch {ft.batch_size} blocks."]
     return ReportSection("Setup", lines + list(extra))
 
 

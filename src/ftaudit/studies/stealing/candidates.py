@@ -76,9 +76,21 @@ def with_cls(ids: np.ndarray, cls_id: int) -> np.ndarray:
 
 
 def tokenizer(ctx: Context, st: StealingConfig):
-    """One byte-level BPE on every corpus the study reads (cached under the store)."""
-    corpora = sorted({Candidate.parse(c).corpus for c in st.candidates} | {st.task_corpus, st.query_corpus})
-    docs = [d for name in corpora for d in load_corpus(name, field="stealing.candidates").documents]
+    """One byte-level BPE on every corpus the study reads (cached under the store). Each corpus is
+    loaded, and the task checked against it, before the tokenizer is trained and cached, so a bad
+    key leaves the store as it was."""
+    fields = {Candidate.parse(c).corpus: "stealing.candidates" for c in st.candidates}
+    fields.update({st.query_corpus: "stealing.query_corpus", st.task_corpus: "stealing.task_corpus"})
+    loaded = {name: load_corpus(name, field=field) for name, field in fields.items()}
+    task_docs = sorted(loaded[st.task_corpus].documents, key=len, reverse=True)
+    if len(task_docs) < st.classes:
+        raise UserError("stealing.classes", f"{st.task_corpus} has {len(task_docs)} articles", "ask for fewer classes")
+    need = (st.train_per_class + st.test_per_class) * (st.block_len - 1)  # tokens; a byte-level token is >= 1 byte
+    if len(task_docs[st.classes - 1].encode()) < need:
+        raise UserError("stealing.train_per_class", f"article {st.classes - 1} of {st.task_corpus} has "
+                        f"{len(task_docs[st.classes - 1].encode())} bytes, fewer than the {need} tokens asked for",
+                        "ask for fewer blocks per class, fewer classes or a shorter stealing.block_len")
+    docs = [d for name in sorted(loaded) for d in loaded[name].documents]
     return train_tokenizer(docs, st.vocab_size, cache_dir=Path(ctx.store.root) / "cache" / "tokenizers")
 
 

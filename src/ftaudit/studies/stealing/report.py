@@ -16,6 +16,7 @@ from ftaudit.studies.stealing.distill import INITS, Estimates
 from ftaudit.studies.stealing.identification import Identification
 from ftaudit.studies.stealing.pruning import SCORES, relative_distance
 from ftaudit.studies.stealing.victims import Victim, encoder_names
+from ftaudit.wording import plural
 
 LATENCY_CHANNEL = ("an idealised same-host channel: the attacker times its own calls of query() (wall clock around "
                    "the public call), in the victim's process on the same machine, with no network or queue between "
@@ -49,9 +50,9 @@ def setup_section(cfg: StealingStudyConfig, cands: dict[str, Base], vics: list[V
              "seed": b.candidate.seed, "parameters": sum(v.numel() for v in b.state.values()),
              "member rate (victims fine-tuned from it)": f"{np.mean([v.base == spec for v in vics]):.1%}"}
             for spec, b in cands.items()]
-    text = [f"{len(cands)} candidate bases, MLM-pretrained here ({st.pretrain_blocks} blocks, {st.pretrain_epochs} epochs) and "
+    text = [f"{len(cands)} candidate bases, MLM-pretrained here ({st.pretrain_blocks} blocks, {plural(st.pretrain_epochs, 'epoch')}) and "
             f"stored as HF directories under the store's cache/candidates. {len(vics)} victims: every candidate × "
-            f"{', '.join(st.victim_methods)} × {st.victim_seeds} seeds, fine-tuned {st.victim_epochs} epochs (Adam; learning rate "
+            f"{', '.join(st.victim_methods)} × {st.victim_seeds} seeds, fine-tuned {plural(st.victim_epochs, 'epoch')} (Adam; learning rate "
             f"{', '.join(f'{m} {st.victim_lrs[m]:g}' for m in st.victim_methods)}) "
             f"on {len(train_set.y)} blocks of the {st.classes} longest {st.task_corpus} articles (task: which article); "
             f"{len(test_set.y)} held-out blocks measure accuracy and agreement. The API returns "

@@ -15,7 +15,9 @@ from typing import Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
-from ftaudit.config import ConfigSection, FinetuneConfig, MethodOptionsConfig, PretrainConfig, StudyConfig, known_method
+from ftaudit.config import (DIGITS, MAX_BATCH, MAX_BLOCKS, MAX_EPOCHS, MAX_EPSILON, MAX_LAYERS, MAX_REFERENCES, MAX_WIDTH,
+                            ConfigSection, FinetuneConfig, LearningRate, MethodOptionsConfig, PretrainConfig, StudyConfig,
+                            Width, check_classes, field_error, known_method)
 
 
 def section_of(base: type[ConfigSection], fields: list[str], name: str, doc: str) -> type[ConfigSection]:
@@ -40,62 +42,55 @@ TMIPretrainConfig = section_of(
 class TMIDataConfig(ConfigSection):
     """The digit classes of the two stages (the pool and the downstream data sizes are tmi.* keys)."""
 
-    pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2,
+    pretrain_classes: list[int] = Field(default=[0, 1, 2, 3, 4], min_length=2, max_length=10,
                                         description="classes of the pretraining pool (the challenge points)")
-    finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2,
+    finetune_classes: list[int] = Field(default=[5, 6, 7, 8, 9], min_length=2, max_length=10,
                                         description="classes of the downstream task (a new head)")
-    population_size: int = Field(default=400, ge=2, description="held-out downstream digits: the test set")
+    population_size: int = Field(default=400, ge=2, le=DIGITS, description="held-out downstream digits: the test set")
 
     @model_validator(mode="after")
     def _classes(self) -> "TMIDataConfig":
-        for name in ("pretrain_classes", "finetune_classes"):
-            values = getattr(self, name)
-            if any(not 0 <= c <= 9 for c in values) or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be distinct digits 0-9, got {values}")
-        if set(self.pretrain_classes) & set(self.finetune_classes):
-            raise ValueError("pretrain_classes and finetune_classes must not overlap")
+        check_classes(self.pretrain_classes, self.finetune_classes)
         return self
 
 
 class TMIModelConfig(ConfigSection):
     """Widths of the shadows' network (which network: tmi.arch)."""
 
-    hidden: list[int] = Field(default=[128, 64], min_length=1, description="mlp: hidden widths")
-    channels: list[int] = Field(default=[32, 64], min_length=1, description="cnn: conv channels")
-
-    @model_validator(mode="after")
-    def _positive(self) -> "TMIModelConfig":
-        for name in ("hidden", "channels"):
-            if any(v < 1 for v in getattr(self, name)):
-                raise ValueError(f"{name} must be positive widths")
-        return self
+    hidden: list[Width] = Field(default=[128, 64], min_length=1, max_length=MAX_LAYERS, description="mlp: hidden widths")
+    channels: list[Width] = Field(default=[32, 64], min_length=1, max_length=MAX_LAYERS, description="cnn: conv channels")
 
 
 class TMICommon(ConfigSection):
     """What the two TMI studies share (Abascal et al., PETS 2024): membership in the PRETRAINING set,
     inferred from queries to the fine-tuned model with one metaclassifier per challenge point."""
 
-    shadows: int = Field(default=32, ge=4, description="shadow models (even): each pretrained on a random half of the "
-                                                        "pool, then fine-tuned; every one takes a turn as victim")
-    pretrain_epochs: int = Field(default=60, ge=1, description="passes over each shadow's half of the pool")
+    shadows: int = Field(default=32, ge=4, le=MAX_REFERENCES, description="shadow models (even): each pretrained on a "
+                                                                          "random half of the pool, then fine-tuned; "
+                                                                          "every one takes a turn as victim")
+    pretrain_epochs: int = Field(default=60, ge=1, le=MAX_EPOCHS, description="passes over each shadow's half of the pool")
     method: str = Field(default="head", description="fine-tuning method of the headline")
-    finetune_epochs: int = Field(default=20, ge=1, description="fine-tuning passes over the downstream data")
-    lrs: dict[str, float] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
-                                           "adapters": 3e-3, "full": 1e-3},
-                                  description="fine-tuning learning rate per method")
-    augmentations: int = Field(default=8, ge=1, description="queries A per challenge point: the original and A - 1 "
-                                                            "random views")
-    victims: int = Field(default=0, ge=0, description="headline: shadows that take a turn as victim; 0 = all")
-    meta_hidden: int = Field(default=64, ge=1, description="metaclassifier hidden width")
-    meta_epochs: int = Field(default=20, ge=1, description="metaclassifier training epochs")
+    finetune_epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS, description="fine-tuning passes over the downstream data")
+    lrs: dict[str, LearningRate] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
+                                                  "adapters": 3e-3, "full": 1e-3}, max_length=16,
+                                         description="fine-tuning learning rate per method")
+    augmentations: int = Field(default=8, ge=1, le=1000, description="queries A per challenge point: the original and "
+                                                                     "A - 1 random views")
+    victims: int = Field(default=0, ge=0, le=MAX_REFERENCES, description="headline: shadows that take a turn as victim; "
+                                                                         "0 = all")
+    meta_hidden: int = Field(default=64, ge=1, le=MAX_WIDTH, description="metaclassifier hidden width")
+    meta_epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS, description="metaclassifier training epochs")
     balance: bool = Field(default=True, description="train each metaclassifier on equally many IN and OUT shadows "
                                                     "(leave-one-out otherwise biases members low)")
-    sweep_victims: int = Field(default=8, ge=1, description="victims per sweep cell (the first ones)")
-    shadow_counts: list[int] = Field(default=[8, 16, 32], description="sweep: shadow models (subsets of the trained ones)")
-    methods: list[str] = Field(default=["head", "lora", "full"], description="sweep: fine-tuning methods")
-    epsilons: list[float] = Field(default=[1.0, 8.0], description="sweep: target ε of DP fine-tuning with `method` "
-                                                                   "(δ, clip, accountant from finetune.dp); [] = off")
-    augmentation_counts: list[int] = Field(default=[1, 2, 4, 8], description="sweep: queries per point (subsets)")
+    sweep_victims: int = Field(default=8, ge=1, le=MAX_REFERENCES, description="victims per sweep cell (the first ones)")
+    shadow_counts: list[int] = Field(default=[8, 16, 32], max_length=32, description="sweep: shadow models (subsets of "
+                                                                                     "the trained ones)")
+    methods: list[str] = Field(default=["head", "lora", "full"], max_length=16, description="sweep: fine-tuning methods")
+    epsilons: list[float] = Field(default=[1.0, 8.0], max_length=32, description="sweep: target ε of DP fine-tuning with "
+                                                                                 "`method` (δ, clip, accountant from "
+                                                                                 "finetune.dp); [] = off")
+    augmentation_counts: list[int] = Field(default=[1, 2, 4, 8], max_length=32, description="sweep: queries per point "
+                                                                                            "(subsets)")
 
     @field_validator("method")
     @classmethod
@@ -107,73 +102,79 @@ class TMICommon(ConfigSection):
         from ftaudit.finetune.methods import METHODS
 
         if self.shadows % 2:
-            raise ValueError(f"shadows must be even (a half keep-matrix), got {self.shadows}")
-        for name in self.methods + [self.method]:
+            raise field_error(("shadows",), "must be even (a half keep-matrix)", self.shadows)
+        for i, name in enumerate(self.methods):
             if name not in METHODS:
-                raise ValueError(f"unknown fine-tuning method {name!r}; choose from {', '.join(METHODS)}")
+                raise field_error(("methods", i), f"unknown fine-tuning method {name!r}; choose from "
+                                  f"{', '.join(METHODS)}", name)
+        for name in [*self.methods, self.method]:
             if name not in self.lrs:
-                raise ValueError(f"no learning rate for method {name!r} in lrs; add it, e.g. lrs.{name}=0.003")
-        if any(v <= 0 for v in self.lrs.values()) or any(not 0 < e < float("inf") for e in self.epsilons):
-            raise ValueError("learning rates and epsilons must be positive and finite (the no-DP cell is the headline)")
-        if any(not 2 <= s <= self.shadows for s in self.shadow_counts):
-            raise ValueError(f"shadow_counts must lie in [2, shadows = {self.shadows}], got {self.shadow_counts}")
-        if any(not 1 <= a <= self.augmentations for a in self.augmentation_counts):
-            raise ValueError(f"augmentation_counts must lie in [1, augmentations = {self.augmentations}], "
-                             f"got {self.augmentation_counts}")
+                raise field_error(("lrs",), f"no learning rate for method {name!r}; add it, e.g. lrs.{name}=0.003", name)
+        for i, e in enumerate(self.epsilons):
+            if not 0 < e <= MAX_EPSILON:
+                raise field_error(("epsilons", i), f"must be positive and finite, at most {MAX_EPSILON:g} (the no-DP "
+                                  "cell is the headline)", e)
+        for i, count in enumerate(self.shadow_counts):
+            if not 2 <= count <= self.shadows:
+                raise field_error(("shadow_counts", i), f"must lie in [2, shadows = {self.shadows}]", count)
+        for i, a in enumerate(self.augmentation_counts):
+            if not 1 <= a <= self.augmentations:
+                raise field_error(("augmentation_counts", i), f"must lie in [1, augmentations = {self.augmentations}]", a)
         if self.victims > self.shadows:
-            raise ValueError(f"victims ({self.victims}) exceeds shadows ({self.shadows})")
+            raise field_error(("victims",), f"{self.victims} exceeds shadows ({self.shadows})", self.victims)
         return self
 
 
 class TMIConfig(TMICommon):
     """Study ``tmi`` on digits: pretrain on data.pretrain_classes, fine-tune a new head on data.finetune_classes."""
 
-    pool: int = Field(default=400, ge=8, description="pretraining pool = challenge points (digits of data.pretrain_classes)")
+    pool: int = Field(default=400, ge=8, le=DIGITS, description="pretraining pool = challenge points (digits of "
+                                                                "data.pretrain_classes)")
     mislabel: float = Field(default=0.25, ge=0, lt=1, description="share of the pool given a random wrong label: "
                                                                   "outliers a model can only fit by memorizing them")
-    finetune_size: int = Field(default=400, ge=10, description="downstream training digits (data.finetune_classes), "
+    finetune_size: int = Field(default=400, ge=10, le=DIGITS, description="downstream training digits (data.finetune_classes), "
                                                                "the same for every shadow")
     arch: Literal["mlp", "cnn"] = Field(default="mlp", description="network (widths from model.hidden / model.channels)")
     pretrain_augment: int = Field(default=0, ge=0, le=2, description="pretraining pixel-shift augmentation (0 = none)")
     query_shift: int = Field(default=0, ge=0, le=2, description="views: random pixel shift of up to this many pixels")
-    query_noise: float = Field(default=0.05, ge=0, description="views: std of the Gaussian pixel noise (pixels in [0, 1])")
+    query_noise: float = Field(default=0.05, ge=0, le=10, description="views: std of the Gaussian pixel noise (pixels in [0, 1])")
 
 
 class TMITextConfig(TMICommon):
     """Study ``tmi-text``: a tiny GPT-2 pretrained on blocks of one corpus, fine-tuned on another."""
 
-    shadows: int = Field(default=16, ge=4, description="shadow LMs (even): each pretrained on a random half of the "
+    shadows: int = Field(default=16, ge=4, le=MAX_REFERENCES, description="shadow LMs (even): each pretrained on a random half of the "
                                                         "block pool, then fine-tuned; every one takes a turn as victim")
-    shadow_counts: list[int] = Field(default=[4, 8, 16], description="sweep: shadow models (subsets of the trained ones)")
-    pretrain_epochs: int = Field(default=12, ge=1, description="passes over each shadow's half of the block pool")
+    shadow_counts: list[int] = Field(default=[4, 8, 16], max_length=32, description="sweep: shadow models (subsets of the trained ones)")
+    pretrain_epochs: int = Field(default=12, ge=1, le=MAX_EPOCHS, description="passes over each shadow's half of the block pool")
     method: str = Field(default="full", description="fine-tuning method of the headline (head = the LM head only)")
-    finetune_epochs: int = Field(default=3, ge=1, description="fine-tuning passes over the downstream blocks")
-    lrs: dict[str, float] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
-                                           "adapters": 3e-3, "full": 3e-3},
+    finetune_epochs: int = Field(default=3, ge=1, le=MAX_EPOCHS, description="fine-tuning passes over the downstream blocks")
+    lrs: dict[str, LearningRate] = Field(default={"head": 1e-2, "bitfit": 1e-2, "layers": 3e-3, "lora": 3e-3,
+                                                  "adapters": 3e-3, "full": 3e-3}, max_length=16,
                                   description="fine-tuning learning rate per method")
-    methods: list[str] = Field(default=["head", "full"], description="sweep: fine-tuning methods")
-    meta_epochs: int = Field(default=60, ge=1, description="metaclassifier training epochs (a few shadows' rows need "
+    methods: list[str] = Field(default=["head", "full"], max_length=16, description="sweep: fine-tuning methods")
+    meta_epochs: int = Field(default=60, ge=1, le=MAX_EPOCHS, description="metaclassifier training epochs (a few shadows' rows need "
                                                            "more than the study's 20)")
-    epsilons: list[float] = Field(default=[8.0], description="sweep: target ε of DP fine-tuning with `method` "
+    epsilons: list[float] = Field(default=[8.0], max_length=32, description="sweep: target ε of DP fine-tuning with `method` "
                                                               "(δ, clip, accountant from finetune.dp); [] = off")
     pretrain_corpus: str = Field(default="wikitext2", description="corpus whose blocks are the pool (challenge points)")
     finetune_corpus: str = Field(default="shakespeare", description="downstream corpus (the same blocks for every shadow)")
-    block_len: int = Field(default=32, ge=4, description="tokens per block (the membership unit)")
-    pool: int = Field(default=128, ge=8, description="pretraining blocks = challenge points")
-    finetune_blocks: int = Field(default=128, ge=8, description="downstream blocks")
-    vocab_size: int = Field(default=512, ge=261, description="byte-level BPE trained on both corpora")
-    n_layer: int = Field(default=2, ge=1, description="GPT-2 layers")
-    n_embd: int = Field(default=64, ge=8, description="GPT-2 width")
-    n_head: int = Field(default=2, ge=1, description="GPT-2 attention heads (divides n_embd)")
-    pretrain_lr: float = Field(default=1e-2, gt=0, description="pretraining learning rate (Adam)")
-    batch_size: int = Field(default=8, ge=1, description="pretraining and fine-tuning mini-batch (blocks)")
+    block_len: int = Field(default=32, ge=4, le=8192, description="tokens per block (the membership unit)")
+    pool: int = Field(default=128, ge=8, le=MAX_BLOCKS, description="pretraining blocks = challenge points")
+    finetune_blocks: int = Field(default=128, ge=8, le=MAX_BLOCKS, description="downstream blocks")
+    vocab_size: int = Field(default=512, ge=261, le=1 << 17, description="byte-level BPE trained on both corpora")
+    n_layer: int = Field(default=2, ge=1, le=MAX_LAYERS, description="GPT-2 layers")
+    n_embd: int = Field(default=64, ge=8, le=MAX_WIDTH, description="GPT-2 width")
+    n_head: int = Field(default=2, ge=1, le=256, description="GPT-2 attention heads (divides n_embd)")
+    pretrain_lr: LearningRate = Field(default=1e-2, description="pretraining learning rate (Adam)")
+    batch_size: int = Field(default=8, ge=1, le=MAX_BATCH, description="pretraining and fine-tuning mini-batch (blocks)")
     perturb: float = Field(default=0.1, ge=0, lt=1, description="views: share of a block's tokens replaced by random "
                                                                 "tokens of the pool")
 
     @model_validator(mode="after")
     def _heads(self) -> "TMITextConfig":
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+            raise field_error(("n_head",), f"{self.n_head} heads do not divide n_embd ({self.n_embd})", self.n_head)
         return self
 
 
