@@ -145,7 +145,7 @@ def lira_offline(inp: AttackInput, global_variance: bool = False) -> np.ndarray:
 # --------------------------------------------------------------------------------------- RMIA
 
 
-def _log_marginal(ref_loss: np.ndarray, use: np.ndarray, offline_a: float | None) -> np.ndarray:
+def log_marginal(ref_loss: np.ndarray, use: np.ndarray, offline_a: float | None) -> np.ndarray:
     """log Pr(x) [K, A] from reference losses [R, K, A] where ``use`` [R, K] marks usable references.
 
     Online (offline_a None): Pr(x) = mean of p_y over the references (half IN, half OUT). Offline: the mean over OUT
@@ -182,9 +182,9 @@ def rmia(inp: AttackInput, gamma: float = 2.0, offline_a: float | None = None) -
     use_x = inp.ref_use
     if offline_a is not None:
         use_x = use_x & ~inp.ref_keep
-    log_lr_x = -inp.target_loss - _log_marginal(inp.ref_loss, use_x, offline_a)
+    log_lr_x = -inp.target_loss - log_marginal(inp.ref_loss, use_x, offline_a)
     use_z = np.ones(inp.ref_pop_loss.shape[:2], dtype=bool)
-    log_lr_z = -inp.target_pop_loss - _log_marginal(inp.ref_pop_loss, use_z, offline_a)
+    log_lr_z = -inp.target_pop_loss - log_marginal(inp.ref_pop_loss, use_z, offline_a)
     log_lr_z = np.sort(log_lr_z, axis=0)
     frac = np.empty_like(log_lr_x)
     for a in range(log_lr_x.shape[1]):

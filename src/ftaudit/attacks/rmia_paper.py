@@ -20,28 +20,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
 from ftaudit.attacks.base import AttackInput
+from ftaudit.attacks.membership import log_marginal
 
 log = logging.getLogger(__name__)
 
 A_GRID = tuple(np.round(np.arange(0.0, 1.0001, 0.1), 1))
 A_FALLBACK = 0.3  # when no reference has both IN and OUT audit examples, nothing can calibrate a
 CHUNK = 256  # audit examples per block of the N x Z x A comparison
-
-
-def log_marginal(logp_refs: np.ndarray, use: np.ndarray, offline_a: float | None) -> np.ndarray:
-    """log Pr(x) [K, A] from reference log-probabilities [R, K, A]; ``use`` [R, K] marks the
-    references averaged (a point without any usable reference averages all of them). Log space,
-    so a sequence whose probability underflows float64 still gets a finite ratio."""
-    use = np.where(use.any(axis=0, keepdims=True), use, True)[:, :, None]
-    log_mean = logsumexp(np.where(use, logp_refs, -np.inf), axis=0) - np.log(use.sum(axis=0))
-    if offline_a is None:
-        return log_mean
-    with np.errstate(divide="ignore"):  # a = 1: the constant term is log 0
-        return np.logaddexp(np.log((1.0 + offline_a) / 2.0) + log_mean, np.log((1.0 - offline_a) / 2.0))
 
 
 def dominated_fraction(log_ratio_x: np.ndarray, log_ratio_z: np.ndarray, gamma: float) -> np.ndarray:
@@ -60,8 +48,8 @@ def score(loss_x: np.ndarray, ref_loss_x: np.ndarray, use_x: np.ndarray, loss_z:
           gamma: float, offline_a: float | None) -> np.ndarray:
     """The paper's RMIA score from losses (-log p_y): target loss_x [N, A], references ref_loss_x
     [R, N, A] (``use_x`` [R, N] the ones averaged), population loss_z [Z, A], ref_loss_z [R, Z, A]."""
-    log_ratio_x = -loss_x - log_marginal(-ref_loss_x, use_x, offline_a)
-    log_ratio_z = -loss_z - log_marginal(-ref_loss_z, np.ones(ref_loss_z.shape[:2], dtype=bool), offline_a)
+    log_ratio_x = -loss_x - log_marginal(ref_loss_x, use_x, offline_a)
+    log_ratio_z = -loss_z - log_marginal(ref_loss_z, np.ones(ref_loss_z.shape[:2], dtype=bool), offline_a)
     return dominated_fraction(log_ratio_x, log_ratio_z, gamma)
 
 

@@ -39,10 +39,10 @@ def rebuild_lm(run_dir: Path, results: dict, store: Path, state: dict, method: s
     ``state`` loaded, the method options)."""
     from ftaudit.config import build_config
     from ftaudit.finetune.methods import MethodOptions, get_method
-    from ftaudit.models.lm import load_pretrained, tiny_bert, tiny_gpt2
+    from ftaudit.models.lm import load_pretrained
     from ftaudit.store.runs import Store
     from ftaudit.studies.base import Context
-    from ftaudit.studies.lm.base import CAUSAL, MASKED, TINY, model_name, tokenizer_for
+    from ftaudit.studies.lm.base import CAUSAL, MASKED, TINY, model_name, tiny_template, tokenizer_for
     from ftaudit.train.engine import Engine
 
     cfg = build_config(results["study"], Path(run_dir) / "config.yaml", [])
@@ -52,8 +52,7 @@ def rebuild_lm(run_dir: Path, results: dict, store: Path, state: dict, method: s
     s = Store(store)
     tok, _ = tokenizer_for(Context(store=s, engine=Engine(s.models, cfg.engine)), lm, name)
     if name in TINY.values():
-        build = tiny_gpt2 if name == TINY[CAUSAL] else tiny_bert
-        template = build(len(tok), lm.block_len, n_layer=lm.n_layer, n_embd=lm.n_embd, n_head=lm.n_head)
+        template = tiny_template(lm, name, tok)
     else:
         template = load_pretrained(name, field="lm.model")
     finetune = getattr(cfg, "finetune", None)

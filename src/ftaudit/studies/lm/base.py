@@ -136,10 +136,15 @@ def load_base(lm: LMTextConfig, name: str, kind: str, tok, field: str = "lm.mode
     return Base(model, state, key, f"{name} (loaded, not pretrained here)", mask_id)
 
 
+def tiny_template(lm: LMTextConfig, name: str, tok, seed: int | None = None) -> LMWrapper:
+    """The tiny GPT-2 or BERT the ``lm`` section describes (HF's init; ``seed`` None leaves torch's RNG)."""
+    build = tiny_gpt2 if name == TINY[CAUSAL] else tiny_bert
+    return build(len(tok), lm.block_len, n_layer=lm.n_layer, n_embd=lm.n_embd, n_head=lm.n_head, seed=seed)
+
+
 def pretrain_base(ctx: Context, lm: LMTextConfig, name: str, tok, seeds: dict, run_seed: int) -> Base:
     """A tiny GPT-2 or BERT from HF's init, pretrained by the engine on ``lm.pretrain_corpus`` (cached)."""
-    build = tiny_gpt2 if name == TINY[CAUSAL] else tiny_bert
-    model = build(len(tok), lm.block_len, n_layer=lm.n_layer, n_embd=lm.n_embd, n_head=lm.n_head, seed=seeds["init"])
+    model = tiny_template(lm, name, tok, seed=seeds["init"])
     blocks = blocks_of(lm.pretrain_corpus, "lm.pretrain_corpus", "lm.pretrain_blocks", tok, lm.block_len,
                        lm.pretrain_blocks, seeds["pretrain_blocks"])
     objective = CAUSAL if model.kind == CAUSAL else masked_lm_objective(MASK_ID)
