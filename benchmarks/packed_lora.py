@@ -1,6 +1,6 @@
 """Packed LoRA vs M sequential peft fine-tunes: the same M LoRA fine-tunes of one tiny GPT-2.
 
-    python benchmarks/packed_lora.py [--models 16] [--epochs 3] [--threads 1]
+    python benchmarks/packed_lora.py [--models 16] [--epochs 3] [--threads 1] [--device cpu|cuda]
 
 Both paths train the same jobs — peft LoRA (rank 4 on every projection, head trained too) on halves
 of 256 wikitext2-test blocks of 64 tokens (a LiRA keep-matrix), batch 16, Adam, one schedule and
@@ -38,7 +38,7 @@ def final_losses(template, states, x, rows) -> np.ndarray:
     out = []
     for state, r in zip(states, rows):
         template.load_state_dict(state)
-        ids = x[torch.from_numpy(r)]
+        ids = x[torch.from_numpy(r).to(x.device)]
         out.append(token_loss(template(ids)[:, :-1], ids[:, 1:]).mean().item())
     return np.array(out)
 
@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--pack-rows", type=int, nargs="+", default=[0, 64],
                     help="rows per packed forward (0 = all M models in one); one packed timing per value")
     ap.add_argument("--vmapped", action="store_true", help="also time the engine's vmapped trainer (train_vectorized)")
+    ap.add_argument("--device", default="cpu", help="where every path trains (cpu, cuda, …; the trainers follow their inputs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,15 +66,18 @@ def main() -> None:
     template = lora.build(base, opts)
     trainable = lora.trainable(template, opts)
     init = init_state(template, initial_state(base))
+    device = torch.device(args.device)
+    template, init = template.to(device), {n: t.to(device) for n, t in init.items()}
     inits = [init] * args.models
     rows = [np.flatnonzero(k) for k in half_keep_matrix(args.models, len(blocks), seed=0)]
     optim = OptimConfig(optimizer="adam", lr=3e-3, epochs=args.epochs, batch_size=args.batch)
     schedule = make_schedule(rows, list(range(args.models)), optim.epochs, optim.batch_size)
-    x = torch.from_numpy(blocks.x)
-    y = torch.from_numpy(blocks.y)
+    x = torch.from_numpy(blocks.x).to(device)
+    y = torch.from_numpy(blocks.y).to(device)
     n_lora = sum(init[n].numel() for n in trainable if ".lora_" in n)
     print(f"{args.models} LoRA fine-tunes of GPT-2 2×64 (vocab {len(tok)}), {n_lora} LoRA weights + the head each, "
-          f"{schedule.steps} steps of batch {optim.batch_size} × {args.block} tokens, torch threads {torch.get_num_threads()}")
+          f"{schedule.steps} steps of batch {optim.batch_size} × {args.block} tokens, on {device}, "
+          f"torch threads {torch.get_num_threads()}")
 
     warm = make_schedule(rows[:2], [0, 1], 1, optim.batch_size)  # first-call costs, not timed
     train_packed_lora(template, inits[:2], trainable, optim, x, y, warm)
@@ -88,6 +92,8 @@ def main() -> None:
     for name, trainer in trainers:
         start = time.perf_counter()
         states[name] = trainer(template, inits, trainable, optim, x, y, schedule, objective="causal-lm")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times[name] = time.perf_counter() - start
         print(f"{name}: {times[name]:.2f} s")
     before = final_losses(template, inits, x, rows)

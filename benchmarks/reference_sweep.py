@@ -2,10 +2,13 @@
 paper's protocol), online and offline, on one study's signals (docs/reproductions.md).
 
 One ensemble of MAX + 1 models (rounded up to even) is trained once through the study (cached in
-OUT); every reference count k then re-runs the attacks leave-one-out with k references per target
-on the same targets, so the curves differ only by k. Each point has its cluster-bootstrap CI
-(resampling audit examples); at each k the paired CI of (best RMIA − best LiRA) says which is
-ahead, or "not resolved".
+OUT); every even reference count k then re-runs the attacks leave-one-out on the same targets with
+k references per audit example: k/2 IN and k/2 OUT drawn per (target, example) from the target's
+MAX references (offline attacks use the k/2 OUT), as ``attack.references`` does in finetune-mia. The
+first k references of each target would not do: which of them are IN would depend on the target's
+own membership and bias lira-online's null AUC at small k (tests/attacks/test_reference_cap.py).
+Each point has its cluster-bootstrap CI (resampling audit examples); at each k the paired CI of
+(best RMIA − best LiRA) says which is ahead, or "not resolved".
 
     python benchmarks/reference_sweep.py --study finetune-mia [--max-refs 32] [--targets 8] [--out DIR]
     python benchmarks/reference_sweep.py --study lm-mia --max-refs 16
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ftaudit.attacks import leave_one_out
-from ftaudit.config import build_config
+from ftaudit.config_build import build_config
 from ftaudit.metrics import summarize
 from ftaudit.metrics.paired import paired_difference
 from ftaudit.studies import Context, get_study
@@ -47,7 +50,8 @@ def study_signals(study: str, max_refs: int, out: Path, overrides: list[str]):
 def sweep(signals, cfg, counts: list[int], n_targets: int, n_boot: int) -> list[dict]:
     rows = []
     for k in counts:
-        pooled = leave_one_out(signals, LIRA + RMIA, {}, range(n_targets), k, seed=cfg.seed)
+        pooled = leave_one_out(signals, LIRA + RMIA, {}, range(n_targets), cfg.finetune.references, seed=cfg.seed,
+                               cap=k)
         row = {"references": k}
         for name in LIRA + RMIA:
             m = summarize(pooled.scores[name], pooled.labels, groups=pooled.example, fprs=(FPR,), n_boot=n_boot)
@@ -107,7 +111,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="ref-sweep-"))
     signals, cfg = study_signals(args.study, args.max_refs, out, args.overrides)
-    counts = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= args.max_refs]
+    counts = [k for k in (2, 4, 8, 16, 32, 64) if k <= args.max_refs]
     rows = sweep(signals, cfg, counts, args.targets, args.bootstrap)
     figure = Path(args.figure or Path(__file__).resolve().parents[1] / "docs" / f"reference-sweep-{args.study}.png")
     plot(rows, f"{args.study}: TPR at 1 % FPR vs references ({args.targets} targets, {signals.n_examples} examples)",

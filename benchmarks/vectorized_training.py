@@ -1,6 +1,7 @@
 """Vectorized engine vs a per-model loop: the same 32 fine-tunes on digits, same schedule and seeds.
 
-    python benchmarks/vectorized_training.py [--models 32] [--epochs 20] [--arch mlp]
+    python benchmarks/vectorized_training.py [--models 32] [--epochs 20] [--arch mlp] [--threads auto|N]
+        [--device cpu|cuda]
 
 Prints models/s for both paths, their mean test accuracies (which must agree within 1 point) and
 ``ratio: X`` (vectorized speed-up). One run, one measurement: a benchmark, not a timed test.
@@ -30,22 +31,33 @@ def main() -> None:
     ap.add_argument("--arch", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--method", default="full")
     ap.add_argument("--augment", type=int, default=0, help="random pixel shifts in training (as the default study uses)")
+    ap.add_argument("--device", default="cpu", help="where both paths train (cpu, cuda, …; the trainers follow their inputs)")
+    ap.add_argument("--threads", default="default",
+                    help="torch threads: default (torch's: one per core), auto (ftaudit's rule: the free cores) or N")
     args = ap.parse_args()
+    if args.threads == "auto":
+        from ftaudit.threads import auto_threads
+
+        torch.set_num_threads(auto_threads())
+    elif args.threads != "default":
+        torch.set_num_threads(int(args.threads))
 
     task = load_digits_task(DataConfig(), seed=0)
     model_cfg = ModelConfig(arch=args.arch)
     template, init = fresh_state(model_cfg, 10, seed=0)
+    device = torch.device(args.device)
+    template, init = template.to(device), {n: t.to(device) for n, t in init.items()}
     keep = half_keep_matrix(args.models, len(task.audit), seed=0)
     rows = [np.flatnonzero(k) for k in keep]
     optim = OptimConfig(epochs=args.epochs, batch_size=32, lr=1e-3, augment=args.augment)
     schedule = make_schedule(rows, list(range(args.models)), optim.epochs, optim.batch_size,
                              n_views=n_training_views(optim))
     trainable = get_method(args.method).trainable(template)
-    x, y = torch.from_numpy(task.audit.x), torch.from_numpy(task.audit.y)
+    x, y = torch.from_numpy(task.audit.x).to(device), torch.from_numpy(task.audit.y).to(device)
     test = QuerySet.of(task.population, 0)
     inits = [init] * args.models
     print(f"{args.models} {args.arch} models, method {args.method}, augment {args.augment}, {schedule.steps} steps each, "
-          f"batch {optim.batch_size}, torch threads {torch.get_num_threads()}")
+          f"batch {optim.batch_size}, on {device}, torch threads {torch.get_num_threads()}")
 
     # warm-up (first-call dispatch and allocator costs), not timed
     warm = make_schedule(rows[:2], [0, 1], 1, optim.batch_size)
@@ -56,8 +68,10 @@ def main() -> None:
     for name, trainer in (("vectorized", train_vectorized), ("per-model loop", train_loop)):
         start = time.perf_counter()
         states = trainer(template, inits, trainable, optim, x, y, schedule)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        acc = classifier_signals(template, states, test.views, test.y)["correct"][:, :, 0].mean(axis=1)
+        acc = classifier_signals(template, states, test.views, test.y, device=device)["correct"][:, :, 0].mean(axis=1)
         results[name] = (seconds, acc)
         print(f"{name:>15}: {seconds:7.2f} s  {args.models / seconds:7.2f} models/s  "
               f"test accuracy {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})")

@@ -5,7 +5,8 @@
 """
 import sys
 
-from ftaudit.config import DEFAULT_STUDY, config_keys
+from ftaudit.config import DEFAULT_STUDY
+from ftaudit.config_build import config_keys
 
 
 def table(study: str = DEFAULT_STUDY) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftaudit.config import build_config
+from ftaudit.config_build import build_config
+from ftaudit.defaults import DEFAULT_STORE
 from ftaudit.errors import UserError
 from ftaudit.pipeline import RunResult, run_pipeline
 from ftaudit.store.db import RunDB
@@ -13,11 +14,12 @@ from ftaudit.train.engine import Reporter
 
 
 def run(study: str = "finetune-mia", *, config: str | Path | None = None, overrides: list[str] | None = None,
-        reporter: Reporter | None = None, **settings: Any) -> RunResult:
-    """Run a study. ``settings`` override config keys: ``section__key=value`` or a bare key
+        reporter: Reporter | None = None, preset: str | None = None, **settings: Any) -> RunResult:
+    """Run a study. ``preset``: a named preset of the study (``ftaudit presets``), under the config
+    file and the overrides. ``settings`` override config keys: ``section__key=value`` or a bare key
     (``epochs=30`` sets finetune.epochs; ``out="dir"`` the store)."""
     _check_reporter(reporter)
-    cfg = build_config(study, config, overrides, **settings)
+    cfg = build_config(study, config, overrides, preset=preset, **settings)
     return run_pipeline(cfg, reporter)
 
 
@@ -28,7 +30,7 @@ def _check_reporter(reporter: Any) -> None:
 
 
 def audit(model: Any = None, members: Any = None, nonmembers: Any = None, *, base: Any = None, tokenizer: Any = None,
-          task: str | None = None, out: str | Path = "ftaudit-runs", config: str | Path | None = None,
+          task: str | None = None, out: str | Path = DEFAULT_STORE, config: str | Path | None = None,
           overrides: list[str] | None = None, reporter: Reporter | None = None, **settings: Any) -> RunResult:
     """Audit a fine-tuned model: the ``audit`` study, returning the same result as :func:`run`.
 
@@ -54,7 +56,7 @@ def audit(model: Any = None, members: Any = None, nonmembers: Any = None, *, bas
         forget(*named.values())
 
 
-def load_run(run: str | Path, out: str | Path = "ftaudit-runs") -> RunResult:
+def load_run(run: str | Path, out: str | Path = DEFAULT_STORE) -> RunResult:
     """A finished run, by its directory or by its id (or a unique prefix) in the store ``out``."""
     if not str(run).strip():
         raise UserError("RUN", "is empty", "pass a run id (see `ftaudit ls`) or a run directory")
@@ -73,7 +75,7 @@ def load_run(run: str | Path, out: str | Path = "ftaudit-runs") -> RunResult:
     return RunResult(run_id=results["run_id"], path=path, results=results)
 
 
-def export_mlflow(run: str | Path | RunResult, uri: str | None = None, *, out: str | Path = "ftaudit-runs",
+def export_mlflow(run: str | Path | RunResult, uri: str | None = None, *, out: str | Path = DEFAULT_STORE,
                   experiment: str = "ftaudit") -> str:
     """Log a finished run to MLflow (the ``mlflow`` extra; docs/exports.md): its config as params,
     every metric with its CI bounds, its directory as artifacts. Returns the MLflow run id (the
@@ -85,7 +87,7 @@ def export_mlflow(run: str | Path | RunResult, uri: str | None = None, *, out: s
     return export_run(result.path, result.results, store, uri, experiment).mlflow_run_id
 
 
-def export_model(run: str | Path | RunResult, model: str, dest: str | Path, *, out: str | Path = "ftaudit-runs") -> dict:
+def export_model(run: str | Path | RunResult, model: str, dest: str | Path, *, out: str | Path = DEFAULT_STORE) -> dict:
     """Write the run's model ``model`` (``role:idx``, e.g. ``pretrain:0``) into ``dest``: a save_pretrained
     directory, a peft adapter directory, or safetensors (docs/exports.md). Returns its manifest."""
     from ftaudit.export.model import export_model as write_model

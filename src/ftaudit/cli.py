@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ftaudit.defaults import DEFAULT_STORE
 from ftaudit.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="ftaudit: measure what a fine-tuned model leaks.",
@@ -20,7 +21,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, help="ftaudit: me
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_STORE = "ftaudit-runs"
 
 
 def _print_version(value: bool) -> None:
@@ -44,6 +44,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 
 QUIET_HELP = "no progress output (warnings and errors only)"
+PRESET_HELP = "a named preset of the study (`ftaudit presets`): defaults < preset < --config < --set"
 VERBOSE_HELP = "more detail (debug log lines: cache hits, trainers, …)"
 
 
@@ -65,6 +66,7 @@ def run(
     study: Optional[str] = typer.Argument(None, help="study name (default: the config's, else finetune-mia)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override a key: --set finetune.epochs=10"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP),
     out: Optional[str] = typer.Option(None, "--out", "-o", help=f"store directory (default {DEFAULT_STORE})"),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="repeat the study over N independent seeds "
                                         "(seed, seed+1, …) and report the spread across seeds"),
@@ -72,14 +74,15 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run a study end to end and write its report."""
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
     from ftaudit.pipeline import run_pipeline
     from ftaudit.report import render_table
 
     overrides = list(set_) + ([f"out={out}"] if out is not None else [])
-    cfg = build_config(study, config, overrides)
+    cfg = build_config(study, config, overrides, preset=preset)
     if seeds is not None:
-        cfg = build_config(study, config, overrides + [f"seeds={list(range(cfg.seed + 1, cfg.seed + seeds))}"])
+        cfg = build_config(study, config, overrides + [f"seeds={list(range(cfg.seed + 1, cfg.seed + seeds))}"],
+                           preset=preset)
     with _show_progress(quiet, verbose):
         result = run_pipeline(cfg)
     render_table(result.results, console)
@@ -117,7 +120,7 @@ def audit(
     max_records: Optional[int] = typer.Option(None, "--max-records", help="records audited per set (random subset)"),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="tokens per record (default: the model's context)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    device: Optional[str] = typer.Option(None, "--device", help="sets engine.device: auto | cpu | cuda | cuda:N | mps"),
     fail_above: Optional[str] = typer.Option(None, "--fail-above", help="gate, e.g. tpr@0.01=0.05 or auc=0.6: exit 3 "
                                              "when any attack's CI lower bound is above it"),
     manifest: Optional[str] = typer.Option(None, "--manifest", help="canary manifest from ftaudit.inject: adds "
@@ -146,17 +149,17 @@ def audit(
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Audit your own fine-tuned model: does it leak its fine-tuning records? Exit 3 when --fail-above fires."""
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
     from ftaudit.pipeline import run_pipeline
     from ftaudit.report import render_table
 
     flags = {"model": model, "members": members, "nonmembers": nonmembers, "base": base, "task": task,
              "tokenizer": tokenizer, "max_records": max_records, "max_length": max_length, "batch_size": batch_size,
-             "device": device, "fail_above": fail_above, "manifest": manifest, "accounted_epsilon": accounted_epsilon,
+             "fail_above": fail_above, "manifest": manifest, "accounted_epsilon": accounted_epsilon,
              "regurgitation": regurgitation, "references": references, "recipe": recipe, "population": population}
     settings = {f"audit__{k}": v for k, v in flags.items() if v is not None}
     settings.update({f"audit__{k}": True for k, v in (("reveal", reveal), ("demo", demo), ("online", online)) if v})
-    settings.update({k: v for k, v in (("out", out), ("seed", seed)) if v is not None})
+    settings.update({k: v for k, v in (("out", out), ("seed", seed), ("engine__device", device)) if v is not None})
     cfg = build_config("audit", config, list(set_), **settings)
     if cfg.audit.demo and not quiet:
         err_console.print(f"demo: a tiny GPT-2 fine-tuned on 150 Shakespeare paragraphs, saved under {cfg.out}/demo",
@@ -182,6 +185,37 @@ def studies() -> None:
 
 
 app.command("scenarios", hidden=True, help="alias of `studies`")(studies)
+
+
+@app.command()
+def presets(study: Optional[str] = typer.Argument(None, help="only this study's presets")) -> None:
+    """List the named presets: study, name, what each changes (`ftaudit run STUDY --preset NAME`)."""
+    import yaml
+    from rich.table import Table
+
+    from ftaudit.presets import PRESETS, presets_of
+
+    if study is not None:
+        from ftaudit.catalog import STUDIES
+
+        if study not in STUDIES:
+            from ftaudit.studies import get_study
+
+            get_study(study)  # the usual "unknown study" error, with "did you mean"
+    table = Table(title="presets (ftaudit run STUDY --preset NAME)", show_lines=False)
+    for column in ("study", "preset", "what it changes", "overrides"):
+        table.add_column(column, overflow="fold")
+    for p in (presets_of(study) if study else PRESETS):
+        table.add_row(p.study, p.name, p.summary, escape(", ".join(
+            f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
+            for k, v in p.overrides.items())))
+    console.print(table)
+
+
+# --- reproductions (docs/reproductions.md): `reproduce`, defined in ftaudit.reproduce.command ------------
+from ftaudit.reproduce.command import reproduce  # noqa: E402  (typer + rich only; the rest is lazy)
+
+app.command()(reproduce)
 
 
 @app.command("ls")
@@ -217,13 +251,15 @@ def show_config(
     study: Optional[str] = typer.Argument(None),
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     set_: list[str] = typer.Option([], "--set", "-s"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP),
 ) -> None:
-    """Print the study's config as commented YAML (defaults < file < --set), for `ftaudit run -c`."""
-    from ftaudit.config import build_config
+    """Print the study's config as commented YAML (defaults < preset < file < --set), for `ftaudit run -c`."""
+    from ftaudit.config_build import build_config
     from ftaudit.config_doc import commented_yaml
 
-    cfg = build_config(study, config, list(set_))
-    header = (f"ftaudit {cfg.study}: every key of the study's config, with its value (defaults < --config file < --set). "
+    cfg = build_config(study, config, list(set_), preset=preset)
+    header = (f"ftaudit {cfg.study}: every key of the study's config, with its value (defaults < preset < --config "
+              "file < --set). "
               f"Save it and run it with: ftaudit run -c FILE")
     sys.stdout.write(commented_yaml(cfg, header))  # not through rich: it would wrap long lines and break the YAML
 
@@ -238,7 +274,7 @@ def doctor(
     from ftaudit.store.doctor import check_store
 
     if not Path(out).is_dir():
-        raise UserError("--out", f"{out} is not a directory", "pass the store directory (default ftaudit-runs)")
+        raise UserError("--out", f"{out} is not a directory", f"pass the store directory (default {DEFAULT_STORE})")
     result = check_store(Path(out), fix=fix)
     for line in result.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)

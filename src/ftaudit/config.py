@@ -6,22 +6,18 @@ fully described by it: ``{study, seed, seeds, out, engine, metrics, <the study's
 the study does not read is not in its schema, so setting it is an error — and no behaviour depends
 on which keys were set, only on their values, so a saved ``config.yaml`` re-runs to the same result.
 
-Defaults are the study's own; a YAML file (``--config``) and ``--set key=value`` overrides are merged
-on top, then validated strictly. Every user mistake becomes a :class:`~ftaudit.errors.UserError`
+Defaults are the study's own; a preset, a YAML file (``--config``) and ``--set key=value`` overrides
+are merged on top, then validated strictly (:mod:`ftaudit.config_build`). Every user mistake becomes a :class:`~ftaudit.errors.UserError`
 naming the dotted field and the fix.
 """
 from __future__ import annotations
 
-import numbers
-import os
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ftaudit.config_input import did_you_mean, first_error, parse_override, read_config_file, set_path
-from ftaudit.errors import UserError, brief
+from ftaudit.defaults import DEFAULT_STORE
 
 # Bounds on what a run may ask for: far beyond any sensible audit, well within what one 24 GiB,
 # 2-core machine could hold (the combined cost is checked by ftaudit.budget before any training).
@@ -257,12 +253,27 @@ class EngineConfig(ConfigSection):
                                                               "each model's cache key")
     chunk: int = Field(default=32, ge=1, le=MAX_REFERENCES, description="models trained per vectorized group (progress "
                                                                          "is saved per group)")
-    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = torch's default")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads; 0 = auto: the cores free as each stage "
+                                                              "starts (docs/performance.md, contention). With "
+                                                              "executor=ray: the CPUs and torch threads of each task (0 = 1)")
     packed_lora: bool = Field(default=False, description="train LoRA groups (without DP) with the packed trainer: one "
                                                          "forward of the shared frozen base for all models' rows "
                                                          "(1.1-1.9x a per-model loop on 2 CPU cores, docs/performance.md)")
     pack_rows: int = Field(default=64, ge=0, le=MAX_COUNT, description="packed LoRA: rows per forward, whole models at a time "
                                                          "(0 = all models in one forward)")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$",
+                        description="where models train and are queried: auto (cuda if available, else cpu), cpu, "
+                                    "cuda, cuda:N or mps. Part of a model's cache key when not cpu")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32", description="training compute dtype: float32, or bfloat16 autocast (weights stay float32; "
+                                       "where the device has it). Part of a model's cache key when not float32")
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="who trains the missing models: local (this process) or ray (one task per "
+                                     "chunk on a Ray cluster; pip install 'ftaudit[ray]', docs/scale.md)")
+    ray_address: str | None = Field(default=None, max_length=4096,
+                                    description="executor=ray: null = start a local Ray (or join RAY_ADDRESS when "
+                                                "set); auto = join the cluster this machine is in; or host:port / "
+                                                "ray://host:port")
 
 
 def increasing_counts(name: str, values: list[int]) -> None:
@@ -284,8 +295,11 @@ class StudyConfig(ConfigSection):
         default=[], max_length=100, description="repeat the whole study (base, keep-matrix, training) with these extra "
                                                 "seeds and report the spread of each headline metric across seeds "
                                                 "beside its example-bootstrap CI; [] = seed only")
-    out: str = Field(default="ftaudit-runs", min_length=1, max_length=4096,
+    out: str = Field(default=DEFAULT_STORE, min_length=1, max_length=4096,
                      description="store directory: database, model cache, runs")
+    preset: str | None = Field(default=None, max_length=200,
+                               description="the named preset (`ftaudit presets`) merged under the config file and "
+                                           "--set; null = the study's defaults alone")
     engine: EngineConfig = EngineConfig()
     metrics: MetricsConfig = MetricsConfig()
 
@@ -309,92 +323,3 @@ class StudyConfig(ConfigSection):
     def all_seeds(self) -> list[int]:
         """The run's seed first, then the extra seeds (each study repetition's seed)."""
         return [self.seed] + [s for s in self.seeds if s != self.seed]
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and overrides
-
-
-def study_config_class(name: str) -> type[StudyConfig]:
-    from ftaudit.studies import get_study
-
-    return get_study(name).Config
-
-
-def _plain(value: Any) -> Any:
-    """API values as YAML gives them: paths as strings, tuples as lists, numpy scalars as numbers."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, numbers.Number) and not isinstance(value, (bool, int, float, complex)):
-        return int(value) if isinstance(value, numbers.Integral) else float(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def build_config(study: str | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | None = None, **kwargs: Any) -> StudyConfig:
-    """Merge the study's defaults < file < overrides < keyword arguments (``finetune__epochs=5`` or
-    ``epochs=5`` shortcuts), then validate against the study's own config class, strictly (no
-    ``true`` for a number, no ``3.5`` for a count). The study is the ``study`` argument, else the
-    merged tree's ``study`` key, else the default study."""
-    if study is not None and not isinstance(study, str):
-        raise UserError("study", f"must be a study name, got {type(study).__name__} {brief(study)}", "see `ftaudit studies`")
-    if overrides is not None and (isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple))):
-        raise UserError("overrides", f"must be a list of 'key=value' strings, got {type(overrides).__name__}",
-                        "e.g. overrides=['finetune.epochs=10']")
-    tree: dict = read_config_file(config_file) if config_file is not None else {}
-    for text in overrides or []:
-        path, value = parse_override(text)
-        set_path(tree, path, value)
-    if study is not None:
-        tree["study"] = study
-    name = tree.get("study", DEFAULT_STUDY)
-    if not isinstance(name, str):
-        raise UserError("study", f"must be a study name, got {brief(name)}", "see `ftaudit studies`")
-    config_class = study_config_class(name)
-    for key, value in kwargs.items():
-        set_path(tree, _kwarg_path(config_class, key), _plain(value))
-    try:
-        return config_class.model_validate(tree, strict=True)
-    except ValidationError as exc:
-        raise first_error(exc, config_class) from None
-
-
-def _kwarg_path(config_class: type[StudyConfig], key: str) -> list[str]:
-    """API shortcut: ``finetune__epochs`` → finetune.epochs; a bare key is looked up across the
-    study's sections (the fine-tuning section wins when several have it)."""
-    if "__" in key:
-        return key.split("__")
-    if key in config_class.model_fields:
-        return [key]
-    owners = [name for name, f in config_class.model_fields.items()
-              if isinstance(f.default, BaseModel) and key in type(f.default).model_fields]
-    if len(owners) == 1:
-        return [owners[0], key]
-    if "finetune" in owners:  # ftaudit.run(..., epochs=30) means the fine-tuning's epochs
-        return ["finetune", key]
-    if not owners:
-        known = list(config_class.model_fields) + [k for f in config_class.model_fields.values()
-                                                   if isinstance(f.default, BaseModel)
-                                                   for k in type(f.default).model_fields]
-        raise UserError(key, "unknown config key", f"{did_you_mean(key, known)}use section__key, e.g. finetune__epochs=10")
-    raise UserError(key, f"ambiguous: it exists in {', '.join(owners)}", f"use e.g. {owners[-1]}__{key}")
-
-
-def config_keys(study: str = DEFAULT_STUDY) -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every leaf of a study's config: the README and
-    docs/configuration.md tables are generated from this."""
-    rows: list[tuple[str, str, str]] = []
-
-    def walk(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            value = getattr(instance, name)
-            if isinstance(value, BaseModel):
-                walk(type(value), value, f"{prefix}{name}.")
-            else:
-                rows.append((prefix + name, repr(value) if not isinstance(value, str) else value, field.description or ""))
-
-    config_class = study_config_class(study)
-    walk(config_class, config_class(), "")
-    return rows

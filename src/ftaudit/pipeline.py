@@ -34,7 +34,9 @@ from ftaudit.seeding import derive_seed
 from ftaudit.studies import Context, StudyOutput, get_study
 from ftaudit.store.atomic import atomic_write, atomic_write_text
 from ftaudit.store.runs import Store, write_arrays, write_results
+from ftaudit.threads import torch_threads
 from ftaudit.train.engine import Engine, Reporter
+from ftaudit.train.executor import check_executor
 
 
 class MetricsTable(list):
@@ -105,7 +107,7 @@ def validate_attacks(cfg: StudyConfig) -> None:
 # optional ones shown only when installed.
 VERSIONED = ("ftaudit", "torch", "numpy", "scipy", "scikit-learn", "transformers", "tokenizers", "peft", "opacus",
              "dp-accounting", "safetensors", "pydantic", "pyyaml", "matplotlib", "jinja2", "typer", "rich")
-OPTIONAL_VERSIONED = ("huggingface-hub", "accelerate", "datasets", "mlflow", "pandas")
+OPTIONAL_VERSIONED = ("huggingface-hub", "accelerate", "datasets", "mlflow", "pandas", "ray")
 
 
 def versions() -> dict[str, str]:
@@ -120,6 +122,17 @@ def versions() -> dict[str, str]:
     return out
 
 
+def engine_record(cfg: StudyConfig, ctx: Context) -> dict:
+    """Where the run's work ran: the device models trained on (the Ray workers' with executor=ray) and
+    the one this process queried them on, the training dtype, the executor and the torch threads its
+    stages used (several when engine.threads is 0 and the free cores changed)."""
+    used = sorted(ctx.threads_used) or [torch.get_num_threads()]
+    return {"device": str(ctx.engine.executor.placement().device), "query_device": str(ctx.engine.placement.device),
+            "dtype": cfg.engine.dtype, "executor": cfg.engine.executor,
+            "torch_threads": used if len(used) > 1 else used[0],
+            "threads_rule": f"fixed {cfg.engine.threads}" if cfg.engine.threads else "auto: free cores at each stage"}
+
+
 def make_run_id(cfg: StudyConfig) -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     digest = hashlib.sha256((cfg.model_dump_json() + str(time.time_ns())).encode()).hexdigest()[:6]
@@ -127,15 +140,22 @@ def make_run_id(cfg: StudyConfig) -> str:
 
 
 def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResult:
+    with torch_threads(None):  # the caller's thread count is back once the run ends
+        return _run_pipeline(cfg, reporter)
+
+
+def _run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResult:
     start = time.perf_counter()
     study = get_study(cfg.study)
     validate_attacks(cfg)
     check_budget(cfg)  # refuse, before any training, a run no 24 GiB 2-core machine could finish
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
+    check_executor(cfg.engine)  # Ray chosen but not installed: refused before the store is touched
     store = Store(cfg.out)
     store.clean_partial()
-    ctx = Context(store=store, engine=Engine(store.models, cfg.engine, reporter), reporter=reporter)
+    ctx = Context(store=store, engine=Engine(store.models, cfg.engine, reporter), reporter=reporter,
+                  adapt_threads=not cfg.engine.threads)
     out = study.run(cfg, ctx)
     ev = score(ctx, out, cfg)
     if cfg.seeds:
@@ -162,7 +182,7 @@ def run_pipeline(cfg: StudyConfig, reporter: Reporter | None = None) -> RunResul
         "utility": out.utility, "ci_level": cfg.metrics.ci_level, "n_bootstrap": cfg.metrics.bootstrap,
         "attacks": [mark_resolution(a.to_dict()) for a in ev.attacks], "skipped_attacks": dict(pooled.skipped),
         "best_attack": best, "exposed": exposed, "exposed_by_attack": exposed_all, "notes": out.notes + findings(ev),
-        "sections": [section.to_dict() for section in out.sections], **out.extra,
+        "sections": [section.to_dict() for section in out.sections], "engine": engine_record(cfg, ctx), **out.extra,
     }
     partial = store.new_run_dir(run_id)
     try:

@@ -11,7 +11,7 @@ import yaml
 
 from ftaudit.catalog import STUDIES
 from ftaudit.cli import main
-from ftaudit.config import build_config
+from ftaudit.config_build import build_config
 from ftaudit.config_doc import commented_yaml, description
 from ftaudit.store.db import RunDB
 from ftaudit.studies import BUILTIN, get_study

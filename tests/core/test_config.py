@@ -1,6 +1,7 @@
 import pytest
 
-from ftaudit.config import build_config, config_keys, parse_override
+from ftaudit.config_input import parse_override
+from ftaudit.config_build import build_config, config_keys
 from ftaudit.studies.digits.config import FinetuneMIAConfig
 from ftaudit.errors import UserError
 

@@ -1,7 +1,7 @@
 """The configuration tables are generated from the schemas: they must list every key."""
 from pathlib import Path
 
-from ftaudit.config import config_keys
+from ftaudit.config_build import config_keys
 from ftaudit.studies import names
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -133,7 +133,7 @@ def test_digits_model_is_exported_as_safetensors_with_its_config(digits_run, cap
     import torch
     from safetensors.torch import load_file
 
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
     from ftaudit.models.vision import build_model
 
     res, store = digits_run

@@ -60,7 +60,7 @@ def ftaudit_model(res, store, role: str, idx: int):
     import sqlite3
 
     from ftaudit.api import load_run
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
     from ftaudit.finetune.methods import get_method
     from ftaudit.models.lm import tiny_bert, tiny_gpt2
     from ftaudit.store.cache import ModelCache

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from ftaudit.config import ModelConfig, OptimConfig, build_config
+from ftaudit.config import ModelConfig, OptimConfig
+from ftaudit.config_build import build_config
 from ftaudit.data.keep import half_keep_matrix
 from ftaudit.errors import UserError
 from ftaudit.finetune.methods import METHODS, FrozenParameterError, MethodOptions, check_frozen, get_method, init_state

@@ -122,7 +122,7 @@ def test_engine_trains_lora_groups_packed_when_asked(tmp_path, monkeypatch):
     optim = OptimConfig(optimizer="adam", lr=1e-2, epochs=1, batch_size=4)
     calls = []
     real = packed_lora.train_packed_lora
-    monkeypatch.setattr("ftaudit.train.engine.train_packed_lora",
+    monkeypatch.setattr("ftaudit.train.executor.train_packed_lora",
                         lambda *a, **k: calls.append(k["pack_rows"]) or real(*a, **k))
 
     def group(names):

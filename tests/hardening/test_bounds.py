@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from ftaudit import budget
-from ftaudit.config import build_config, config_keys
+from ftaudit.config_build import build_config, config_keys
 from ftaudit.errors import UserError
 from ftaudit.studies import get_study, names
 

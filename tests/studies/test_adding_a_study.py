@@ -40,7 +40,7 @@ def test_the_toy_study_has_its_own_schema(toy_study, tmp_path):
     with pytest.raises(UserError) as info:
         ftaudit.run("toy", overrides=[f"out={tmp_path}", "finetune.epochs=3"])
     assert info.value.field == "finetune"
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
 
     dumped = yaml.safe_load(yaml.safe_dump(build_config("toy").model_dump(mode="json")))
-    assert set(dumped) == {"study", "seed", "seeds", "out", "engine", "metrics", "toy"}
+    assert set(dumped) == {"study", "seed", "seeds", "out", "preset", "engine", "metrics", "toy"}

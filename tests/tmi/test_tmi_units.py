@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ftaudit.attacks.tmi import clip_rows, shifted_logits_world, text_features, tmi_attacks, victim_scores
-from ftaudit.config import build_config
+from ftaudit.config_build import build_config
 from ftaudit.errors import UserError
 from ftaudit.store.runs import Store
 from ftaudit.studies.base import Context
@@ -180,7 +180,7 @@ def test_keys_tmi_does_not_read_are_not_in_its_schema(study, override, field):
 def test_study_configs_hold_only_their_own_sections_and_round_trip():
     from ftaudit.studies.tmi.config import TMIStudyConfig, TMITextStudyConfig
 
-    sections = {"study", "seed", "seeds", "out", "engine", "metrics"}
+    sections = {"study", "seed", "seeds", "out", "preset", "engine", "metrics"}
     assert set(TMIStudyConfig.model_fields) == sections | {"data", "model", "pretrain", "finetune", "tmi"}
     assert set(TMITextStudyConfig.model_fields) == sections | {"finetune", "tmi"}
     for study, cls in (("tmi", TMIStudyConfig), ("tmi-text", TMITextStudyConfig)):

@@ -28,6 +28,7 @@ class AttackInput:
     base_loss                : [N, A] of the pretrained base, or None
     target_scores            : name -> [N] the target's precomputed scores (SignalSet.scores)
     ref_seed                 : seeds the draw of which references :attr:`ref_use` leaves out
+    ref_cap                  : references per example the attacks may use (even; None = all, balanced)
     """
 
     target_conf: np.ndarray
@@ -40,8 +41,11 @@ class AttackInput:
     base_loss: np.ndarray | None = None
     target_scores: Mapping[str, np.ndarray] = field(default_factory=dict)
     ref_seed: int = 0
+    ref_cap: int | None = None
 
     def __post_init__(self) -> None:
+        if self.ref_cap is not None and (self.ref_cap < 2 or self.ref_cap % 2):
+            raise ValueError(f"ref_cap must be even and >= 2 (half IN, half OUT), got {self.ref_cap}")
         n, a = self.target_conf.shape
         r = self.ref_conf.shape[0]
         z = self.target_pop_loss.shape[0]
@@ -76,11 +80,20 @@ class AttackInput:
     @property
     def ref_use(self) -> np.ndarray:
         """The references balanced attacks use [R, N] bool: :func:`balanced_references` of
-        ``ref_keep``, drawn from ``ref_seed`` (so every attack on this input sees the same draw)."""
-        return balanced_references(self.ref_keep, np.random.default_rng(self.ref_seed))
+        ``ref_keep``, drawn from ``ref_seed`` (so every attack on this input sees the same draw),
+        at most ``ref_cap // 2`` per side.
+
+        Offline attacks use the OUT side of this same set (``ref_use & ~ref_keep``): under a cap of
+        k that is k/2 OUT references, not the k OUT of the paper's offline protocol. Either keeps the
+        null AUC at 0.5 while the count does not depend on the target's label (k/2, resp. k, at most
+        min(n_in, n_out) for both labels); k/2 holds for larger k and needs no second mask in every
+        offline attack. Population points are not capped: RMIA scores them with all R references."""
+        per_side = None if self.ref_cap is None else self.ref_cap // 2
+        return balanced_references(self.ref_keep, np.random.default_rng(self.ref_seed), per_side)
 
 
-def balanced_references(ref_keep: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+def balanced_references(ref_keep: np.ndarray, rng: np.random.Generator | None = None,
+                        per_side: int | None = None) -> np.ndarray:
     """Which references to use [R, N] bool: per example, equally many IN and OUT ones.
 
     In leave-one-out evaluation every example is IN for a fixed share of the models, so the
@@ -91,6 +104,12 @@ def balanced_references(ref_keep: np.ndarray, rng: np.random.Generator | None = 
     the target's label. With ``rng`` the m of each side are a uniformly random subset, drawn
     independently per example; without, the first m in reference order (the TMI shadows' rule,
     :mod:`ftaudit.attacks.tmi`). Examples lacking one side keep all.
+
+    ``per_side`` caps m (a few-reference audit: k = 2 * per_side references per example, drawn
+    from all R). A cap applied to the references instead (the first k of a target's) cannot be
+    balanced this way: with k = 2 an example often has both references on one side, and how
+    often depends on the target's own membership (lira-online's null AUC was 0.63 with 4 models).
+    Under a cap an example lacking one side keeps at most 2 * per_side of the other.
     """
     keep = np.asarray(ref_keep, dtype=bool)
     r = keep.shape[0]
@@ -104,8 +123,13 @@ def balanced_references(ref_keep: np.ndarray, rng: np.random.Generator | None = 
     np.put_along_axis(rank, order, np.arange(r)[:, None], axis=0)
     n_in = keep.sum(axis=0)
     m = np.minimum(n_in, r - n_in)
+    if per_side is not None:
+        m = np.minimum(m, per_side)
     use = np.where(keep, rank < m, rank - n_in < m)
-    return np.where(m > 0, use, True)
+    if per_side is None:
+        return np.where(m > 0, use, True)
+    lone = np.where(keep, rank < 2 * per_side, rank - n_in < 2 * per_side)
+    return np.where(m > 0, use, lone)
 
 
 def reference_seed(seed: int, target: int) -> int:
@@ -113,10 +137,11 @@ def reference_seed(seed: int, target: int) -> int:
     return derive_seed(seed, "balanced-references", target)
 
 
-def attack_input(signals: SignalSet, target: int, refs, seed: int = 0) -> AttackInput:
+def attack_input(signals: SignalSet, target: int, refs, seed: int = 0, cap: int | None = None) -> AttackInput:
     """Slice a SignalSet into the view of ``target`` attacked with reference models ``refs``.
 
-    ``seed`` (the run's) and ``target`` decide which references :attr:`AttackInput.ref_use` drops."""
+    ``seed`` (the run's) and ``target`` decide which references :attr:`AttackInput.ref_use` drops;
+    ``cap`` (even) is how many of ``refs`` each example may use."""
     refs = np.asarray(refs, dtype=np.int64)
     return AttackInput(
         target_conf=signals.conf[target],
@@ -129,6 +154,7 @@ def attack_input(signals: SignalSet, target: int, refs, seed: int = 0) -> Attack
         base_loss=signals.base_loss,
         target_scores={name: arr[target] for name, arr in signals.scores.items()},
         ref_seed=reference_seed(seed, target),
+        ref_cap=cap,
     )
 
 

@@ -76,6 +76,7 @@ class LeaveOneOut:
     references: int  # references per target
     targets: int = 0  # models that take a turn as target (the first ones); 0 = all
     seed: int = 0  # which references are dropped to balance IN and OUT, per (target, example)
+    cap: int | None = None  # references each example uses (half IN, half OUT) of the target's; None = all
 
     @property
     def target_models(self) -> list[int]:
@@ -85,12 +86,14 @@ class LeaveOneOut:
 @register_evaluator("leave-one-out", "every model in turn is the target, the next `references` models its references; "
                                      "the registered attacks")
 def _leave_one_out(inp: LeaveOneOut) -> PooledScores:
-    return leave_one_out(inp.signals, inp.names, inp.params, inp.target_models, inp.references, seed=inp.seed)
+    return leave_one_out(inp.signals, inp.names, inp.params, inp.target_models, inp.references, seed=inp.seed,
+                         cap=inp.cap)
 
 
 def leave_one_out_request(signals: SignalSet, names: Sequence[str], params, references: int, targets: int = 0,
-                          seed: int = 0, descriptions: Mapping[str, str] | None = None) -> EvaluationRequest:
-    return EvaluationRequest("leave-one-out", LeaveOneOut(signals, list(names), params, references, targets, seed),
+                          seed: int = 0, descriptions: Mapping[str, str] | None = None,
+                          cap: int | None = None) -> EvaluationRequest:
+    return EvaluationRequest("leave-one-out", LeaveOneOut(signals, list(names), params, references, targets, seed, cap),
                              dict(descriptions or {}))
 
 

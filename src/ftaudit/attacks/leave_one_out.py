@@ -18,6 +18,7 @@ from ftaudit.signals.arrays import SignalSet
 
 REFS_FIELD = "finetune.references"
 TARGETS_FIELD = "attack.targets"
+CAP_FIELD = "attack.references"
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,20 @@ def leave_one_out(
     targets: Sequence[int],
     n_refs: int,
     seed: int = 0,
+    cap: int | None = None,
 ) -> PooledScores:
     """Run every attack against each target in ``targets`` with its cyclic references, and pool.
-    ``seed`` draws which references are left out to balance IN and OUT per (target, example)."""
+    ``seed`` draws which references are left out to balance IN and OUT per (target, example);
+    ``cap`` (even, None = all) is how many of the ``n_refs`` each example uses: cap/2 IN and cap/2
+    OUT, drawn per (target, example), so few-reference audits stay balanced (see
+    :func:`ftaudit.attacks.base.balanced_references`)."""
     m, n = signals.n_models, signals.n_examples
     resolved = resolve_request(attack_names, params)  # fail fast
     reference_models(0, m, n_refs)  # validates n_refs before any work
+    if cap is not None and not (2 <= cap <= n_refs and cap % 2 == 0):
+        raise UserError(CAP_FIELD, f"{cap} references per example: must be even (half IN, half OUT), between 2 "
+                        f"and the {n_refs} references per target",
+                        f"use an even number from 2 to {n_refs - n_refs % 2}")
     targets = np.asarray(list(targets), dtype=np.int64)
     if targets.size == 0 or (targets < 0).any() or (targets >= m).any() or np.unique(targets).size != targets.size:
         raise UserError(TARGETS_FIELD, f"targets must be distinct model indices in [0, {m}), got {targets.tolist()}")
@@ -77,7 +86,7 @@ def leave_one_out(
     run = [name for name in attack_names if name not in skipped]
     scores = {name: np.empty(targets.size * n) for name in run}
     for i, t in enumerate(targets):
-        inp = attack_input(signals, int(t), reference_models(int(t), m, n_refs), seed)
+        inp = attack_input(signals, int(t), reference_models(int(t), m, n_refs), seed, cap)
         for name in run:
             scores[name][i * n:(i + 1) * n] = run_attack(name, inp, **resolved[name])
     return PooledScores(

@@ -141,17 +141,19 @@ def victim_training_set(features, keep, victim: int, balance: bool = True):
     return x, np.repeat(k_others.T, a, axis=1), np.repeat(use.T, a, axis=1), features[victim]
 
 
-def tmi_scores(features, keep, victims, config: MetaConfig = MetaConfig(), balance: bool = True) -> PooledScores:
+def tmi_scores(features, keep, victims, config: MetaConfig = MetaConfig(), balance: bool = True,
+               device=None) -> PooledScores:
     """TMI against each victim, pooled: scores {"tmi": mean P(IN)} over (victim, point) rows.
 
     features [M, P, A, K] from :func:`tmi_features`; keep [M, P] bool. For victim v, point p's
     metaclassifier trains on the (model, query) rows of the other models only
-    (:func:`victim_training_set`); one batched training per victim, seeded from ``config.seed`` and v.
+    (:func:`victim_training_set`); one batched training per victim, seeded from ``config.seed`` and v,
+    on ``device`` (default the CPU).
     """
     features = np.asarray(features, dtype=np.float32)
     v_all = _check(features, keep, victims)
     out = [train_metaclassifiers(*victim_training_set(features, keep, int(v), balance),
-                                 replace(config, seed=derive_seed(config.seed, "tmi", int(v))))
+                                 replace(config, seed=derive_seed(config.seed, "tmi", int(v))), device)
            for v in v_all]
     return _pooled(TMI, out, keep, v_all)
 
@@ -222,10 +224,12 @@ def global_threshold_scores(phi, keep, victims) -> PooledScores:
     return _pooled(GLOBAL_THRESHOLD, [phi[v].max(axis=-1).mean(axis=-1) for v in v_all], keep, v_all)
 
 
-def tmi_attacks(logits, keep, victims, config: MetaConfig = MetaConfig(), balance: bool = True) -> PooledScores:
-    """TMI, adapted LiRA and the global threshold on the same victims from logits [M, P, A, K]."""
+def tmi_attacks(logits, keep, victims, config: MetaConfig = MetaConfig(), balance: bool = True,
+                device=None) -> PooledScores:
+    """TMI, adapted LiRA and the global threshold on the same victims from logits [M, P, A, K]
+    (the metaclassifiers train on ``device``)."""
     phi = logit_scale(logits)
-    parts = [tmi_scores(clip_rows(phi).astype(np.float32), keep, victims, config, balance),
+    parts = [tmi_scores(clip_rows(phi).astype(np.float32), keep, victims, config, balance, device),
              adapted_lira_scores(phi, keep, victims, balance),
              global_threshold_scores(phi, keep, victims)]
     return PooledScores(scores={k: s for p in parts for k, s in p.scores.items()}, labels=parts[0].labels,
@@ -252,7 +256,7 @@ OUTPUT_KINDS = ("logits", "token-summary")
 
 
 def victim_scores(outputs, kind: str, keep, victim: int, meta: MetaConfig = MetaConfig(),
-                  balance: bool = True) -> dict[str, np.ndarray]:
+                  balance: bool = True, device=None) -> dict[str, np.ndarray]:
     """Every TMI attack against one victim: {attack: scores [P]}.
 
     ``kind`` "logits": a classifier's K class logits [M, P, A, K]. "token-summary": a summary of the
@@ -261,12 +265,12 @@ def victim_scores(outputs, kind: str, keep, victim: int, meta: MetaConfig = Meta
     confidence per query, as a classifier's predicted class gives them. The attacks seed their
     randomness per victim, so the result depends only on the arguments."""
     if kind == "logits":
-        return tmi_attacks(outputs, keep, [victim], meta, balance).scores
+        return tmi_attacks(outputs, keep, [victim], meta, balance, device).scores
     if kind != "token-summary":
         raise ValueError(f"unknown output kind {kind!r}; one of {', '.join(OUTPUT_KINDS)}")
     values = np.asarray(outputs, dtype=np.float64)
     mean = values[..., :1]
-    parts = [tmi_scores(text_features(values), keep, [victim], meta, balance),
+    parts = [tmi_scores(text_features(values), keep, [victim], meta, balance, device),
              adapted_lira_scores(mean, keep, [victim], balance), global_threshold_scores(mean, keep, [victim])]
     return {k: v for p in parts for k, v in p.scores.items()}
 
@@ -295,6 +299,7 @@ class MetaclassifierInputs:
     balance: bool = True
     kind: str = "logits"
     memo: Memo | None = None
+    device: str = "cpu"  # where the metaclassifiers train (the engine's placement)
 
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
@@ -310,7 +315,8 @@ def score_metaclassifiers(inp: MetaclassifierInputs) -> PooledScores:
 
     def compute(missing: list[int]) -> VictimScores:
         with single_thread():
-            return [victim_scores(inp.outputs, inp.kind, keep, int(v[i]), inp.meta, inp.balance) for i in missing]
+            return [victim_scores(inp.outputs, inp.kind, keep, int(v[i]), inp.meta, inp.balance, inp.device)
+                    for i in missing]
 
     per_victim = inp.memo(v.tolist(), compute) if inp.memo else compute(list(range(v.size)))
     n = keep.shape[1]

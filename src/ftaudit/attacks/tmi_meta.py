@@ -97,32 +97,38 @@ def _finish(p_in: torch.Tensor, informative: torch.Tensor) -> np.ndarray:
     return torch.where(informative, p_in.double(), 0.5).numpy()
 
 
-def train_metaclassifiers(x, y, use, queries, config: MetaConfig = MetaConfig()) -> np.ndarray:
+def train_metaclassifiers(x, y, use, queries, config: MetaConfig = MetaConfig(), device=None) -> np.ndarray:
     """Train P metaclassifiers at once and return each one's mean P(IN) over its queries, float64 [P].
 
     x [P, N, K] training rows of every point; y [P, N] bool (True = IN); use [P, N] bool, rows to
     train on (None = all); queries [P, Q, K] the victim's rows. One network with weights
     [P, K, H] and [P, H, 2] (batched matmuls); the loss is the sum over points of each point's
     mean cross-entropy, so every point's gradient, and Adam's elementwise update, is exactly what
-    training it alone gives (see :func:`train_metaclassifiers_loop`).
+    training it alone gives (see :func:`train_metaclassifiers_loop`). The networks train on
+    ``device`` (default the CPU); every random draw comes from the CPU generator, so only float
+    rounding depends on the device.
     """
+    device = torch.device(device or "cpu")
     x, y, use, q, informative = _as_inputs(x, y, use, queries)
     n_points, _, k = x.shape
     draws = _Draws(config.seed)
-    params = [t.requires_grad_() for t in draws.init(n_points, k, config.hidden)]
+    params = [t.to(device).requires_grad_() for t in draws.init(n_points, k, config.hidden)]
     w1, b1, w2, b2 = params
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, config.decay_every, config.lr_decay)
     batches = _batches(use.sum(dim=1), config.batch_size)
+    x, y, q = x.to(device), y.to(device), q.to(device)
     for _ in range(config.epochs):
-        order = draws.order(use)
+        order = draws.order(use).to(device)
         xo = x.gather(1, order[:, :, None].expand(-1, -1, k))
         yo = y.gather(1, order)
         for start, end in batches:
             lo, hi = int(start.min()), int(end.max())  # the window every point's batch lies in
             drop = draws.dropout(n_points, hi - lo, config.hidden, config.dropout)
+            drop = None if drop is None else drop.to(device)
             pos = torch.arange(lo, hi)
-            in_batch = (pos >= start[:, None]) & (pos < end[:, None])
+            in_batch = ((pos >= start[:, None]) & (pos < end[:, None])).to(device)
+            start, end = start.to(device), end.to(device)
             h = torch.relu(torch.baddbmm(b1, xo[:, lo:hi], w1))
             out = torch.baddbmm(b2, h if drop is None else h * drop, w2)
             ce = F.cross_entropy(out.reshape(-1, 2), yo[:, lo:hi].reshape(-1), reduction="none")
@@ -134,7 +140,7 @@ def train_metaclassifiers(x, y, use, queries, config: MetaConfig = MetaConfig())
         sched.step()
     with torch.no_grad():
         out = torch.baddbmm(b2, torch.relu(torch.baddbmm(b1, q, w1)), w2)
-        return _finish(out.softmax(dim=-1)[..., 1].mean(dim=1), informative)
+        return _finish(out.softmax(dim=-1)[..., 1].mean(dim=1).cpu(), informative)
 
 
 def train_metaclassifiers_loop(x, y, use, queries, config: MetaConfig = MetaConfig()) -> np.ndarray:

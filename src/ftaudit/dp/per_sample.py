@@ -86,8 +86,10 @@ class DPParams:
         """σ·C per model."""
         return tuple(s * c for s, c in zip(self.sigmas, self.clips))
 
-    def generators(self) -> list[torch.Generator]:
-        return [torch.Generator().manual_seed(s) for s in self.noise_seeds]
+    def generators(self, device: torch.device | str = "cpu") -> list[torch.Generator]:
+        """One seeded noise generator per model, on the device the noise is drawn on (as Opacus
+        draws it: a CUDA run's noise comes from CUDA generators, so it differs from a CPU run's)."""
+        return [torch.Generator(device).manual_seed(s) for s in self.noise_seeds]
 
     def select(self, models: Sequence[int]) -> "DPParams":
         return DPParams(tuple(self.sigmas[m] for m in models), tuple(self.clips[m] for m in models),
@@ -112,7 +114,7 @@ def clipped_sum(grads: State, mask: torch.Tensor, max_grad_norm: float | Sequenc
     -> {name: [M, ...]}; ``max_grad_norm`` is shared or one per model."""
     norms = torch.stack([torch.linalg.vector_norm(g, dim=tuple(range(2, g.dim()))) for g in grads.values()],
                         dim=-1).norm(2, dim=-1)
-    clip = torch.as_tensor(max_grad_norm, dtype=norms.dtype).reshape(-1, 1) if not isinstance(max_grad_norm, (int, float)) \
+    clip = torch.as_tensor(max_grad_norm, dtype=norms.dtype, device=norms.device).reshape(-1, 1) if not isinstance(max_grad_norm, (int, float)) \
         else max_grad_norm
     factor = (clip / (norms + CLIP_EPS)).clamp(max=1.0) * mask  # [M, W]
     return {n: torch.einsum("mw,mw...->m...", factor, g) for n, g in grads.items()}
@@ -132,7 +134,7 @@ def add_noise(summed: State, names: Sequence[str], std: float | Sequence[float],
             continue
         for n in names:
             ref = summed[n][m]
-            noise[n][m] = torch.normal(mean=0, std=sd, size=ref.shape, generator=gen, dtype=ref.dtype)
+            noise[n][m] = torch.normal(mean=0, std=sd, size=ref.shape, generator=gen, dtype=ref.dtype, device=ref.device)
     return {n: summed[n] + noise[n] for n in names}
 
 
@@ -145,9 +147,12 @@ def dp_gradient(module: nn.Module, loss: RowLoss, params: State, frozen: State, 
     if len(generators) != len(dp.noise_seeds):
         raise ValueError(f"{len(dp.noise_seeds)} models in DPParams but {len(generators)} generators")
     grads = per_sample_grads(module, loss, params, frozen, inputs, targets, frozen_stacked)
-    noisy = add_noise(clipped_sum(grads, mask, dp.clips), list(params), dp.noise_std, generators)
-    return {n: g / torch.tensor(dp.expected_batch_size, dtype=g.dtype).view(-1, *([1] * (g.dim() - 1)))
-            for n, g in noisy.items()}
+    # Under bfloat16 autocast (engine.dtype) only the forward and backward run in bfloat16: clipping,
+    # noise and averaging stay in the parameters' float32, as Opacus's optimizer does them.
+    with torch.autocast(mask.device.type, enabled=False):
+        noisy = add_noise(clipped_sum(grads, mask, dp.clips), list(params), dp.noise_std, generators)
+        return {n: g / torch.tensor(dp.expected_batch_size, dtype=g.dtype, device=g.device).view(-1, *([1] * (g.dim() - 1)))
+                for n, g in noisy.items()}
 
 
 __all__ = ["DPParams", "expected_batch_size", "per_sample_grads", "clipped_sum", "add_noise", "dp_gradient"]

@@ -11,9 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
+from ftaudit.defaults import DEFAULT_STORE
 from ftaudit.errors import UserError
-
-DEFAULT_STORE = "ftaudit-runs"  # as cli.DEFAULT_STORE
 
 
 def _print(line: str) -> None:

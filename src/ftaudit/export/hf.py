@@ -37,7 +37,7 @@ def lm_section(config: dict) -> dict | None:
 def rebuild_lm(run_dir: Path, results: dict, store: Path, state: dict, method: str):
     """The model as the study built it: (config, tokenizer, base template, the method's model with
     ``state`` loaded, the method options)."""
-    from ftaudit.config import build_config
+    from ftaudit.config_build import build_config
     from ftaudit.finetune.methods import MethodOptions, get_method
     from ftaudit.models.lm import load_pretrained
     from ftaudit.store.runs import Store

@@ -190,7 +190,7 @@ def train_packed_lora(template: nn.Module, inits: list[State], trainable: list[s
     packed = PackedModel(template, inits, trainable)
     opt = make_optimizer(packed.stack.params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
-    index, mask, view = schedule_tensors(schedule)
+    index, mask, view = schedule_tensors(schedule, x.device)
     counts = mask.sum(-1).clamp(min=1)  # [steps, M] real rows per model and step
     groups = chunks(packed.n_models, index.shape[-1], pack_rows)
     for step in range(schedule.steps):

@@ -110,3 +110,16 @@ def cross_difference(scores_a, labels_a, example_a, scores_b, labels_b, example_
     reps = d[1:][np.isfinite(d[1:])]
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2]) if reps.size else (np.nan, np.nan)
     return {"value": float(d[0]), "lo": float(lo), "hi": float(hi), "level": float(level)}
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """mean(a) − mean(b) of two per-example measurements on the SAME examples (e.g. two models'
+    correctness on one test set), with a paired bootstrap CI: each replicate resamples the examples
+    once for both. {"value", "lo", "hi", "level"}."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise ValueError(f"need two equally long 1-d arrays, got {a.shape} and {b.shape}")
+    w = example_weights(len(a), n_boot, seed)
+    d = w @ (a - b) / w.sum(axis=1)
+    lo, hi = np.quantile(d[1:], [(1 - level) / 2, (1 + level) / 2])
+    return {"value": float(d[0]), "lo": float(lo), "hi": float(hi), "level": float(level)}

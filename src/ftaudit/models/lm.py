@@ -88,7 +88,7 @@ class LMWrapper(nn.Module):
             return self.lm(input_ids=input_ids).logits
         dtype = self.lm.get_input_embeddings().weight.dtype
         padding = (input_ids == self.pad_id)[..., None, None, :]  # [b, 1, 1, T]: key positions to ignore
-        bias = torch.zeros(padding.shape, dtype=dtype).masked_fill(padding, torch.finfo(dtype).min)
+        bias = torch.zeros(padding.shape, dtype=dtype, device=input_ids.device).masked_fill(padding, torch.finfo(dtype).min)
         return self.lm(input_ids=input_ids, attention_mask=bias).logits
 
 

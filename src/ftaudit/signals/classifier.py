@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from ftaudit.train.trainers import State
 
@@ -27,26 +27,77 @@ def logit_signals(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     return target - lse_others, lse_all - target
 
 
-@torch.no_grad()
-def batched_logits(template: nn.Module, states: list[State], x: torch.Tensor, input_chunk: int = 8192) -> torch.Tensor:
-    """Logits [M, n, C] of every model on inputs x [n, ...].
+# Batched (vmapped) inference stacks the models' weights and runs one forward for many models.
+# benchmarks/batched_inference.py measures where it pays. On a CPU it does not: 32 models x 4,500
+# inputs on one thread, stacked took 1.3-1.8x as long for MLPs (32 to 512x512 hidden) and 2-3.5x for
+# CNNs (vmapped convolutions become grouped ones), docs/performance.md. On a GPU a small model's
+# forward is launch-bound, so one forward for many models pays. Hence the rule: stacked on an
+# accelerator for models whose weights are small, never on a CPU (which also keeps CPU signals
+# bit-identical to the per-model path).
+STACK_BYTES = 1 << 28  # stacked weights per forward (256 MB): larger models are queried one at a time
+STACK_ROWS = 1 << 16  # models x inputs per forward, to bound activations
 
-    One model at a time through ``functional_call``: inference over thousands of inputs is
-    compute-bound, and vmapping conv nets (grouped convolutions on CPU) measured 2× slower
-    (20 CNNs × 4,500 images: 8.6 s vmapped, 4.4 s one by one, equal logits)."""
-    module = copy.deepcopy(template).eval()
+
+def _state_bytes(state: State) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def batched_pays(state: State, device: torch.device) -> bool:
+    """The rule :func:`batched_logits` follows by default (see above): stack models on an
+    accelerator when two models' weights fit in one stacked forward, never on a CPU."""
+    return device.type != "cpu" and _state_bytes(state) * 2 <= STACK_BYTES
+
+
+def _per_model(module: nn.Module, states: list[State], x: torch.Tensor, device: torch.device,
+               input_chunk: int) -> torch.Tensor:
     out = []
     for state in states:
-        out.append(torch.cat([functional_call(module, state, (x[i:i + input_chunk],))
+        state = {n: t.to(device) for n, t in state.items()}
+        out.append(torch.cat([functional_call(module, state, (x[i:i + input_chunk].to(device),)).cpu()
                               for i in range(0, len(x), input_chunk)]))
     return torch.stack(out)
 
 
+def _stacked(module: nn.Module, states: list[State], x: torch.Tensor, device: torch.device,
+             input_chunk: int) -> torch.Tensor:
+    chunk = min(input_chunk, len(x))
+    per_forward = max(1, min(STACK_BYTES // max(_state_bytes(states[0]), 1), STACK_ROWS // max(chunk, 1)))
+    forward = vmap(lambda p, xb: functional_call(module, p, (xb,)), in_dims=(0, None))
+    out = []
+    for lo in range(0, len(states), per_forward):
+        group = states[lo:lo + per_forward]
+        stacked = {n: torch.stack([s[n] for s in group]).to(device) for n in group[0]}
+        out.append(torch.cat([forward(stacked, x[i:i + chunk].to(device)).cpu()
+                              for i in range(0, len(x), chunk)], dim=1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def batched_logits(template: nn.Module, states: list[State], x: torch.Tensor, input_chunk: int = 8192,
+                   device: torch.device | str | None = None, batched: bool | None = None) -> torch.Tensor:
+    """Logits [M, n, C] (on the CPU) of every model on inputs x [n, ...], computed on ``device``
+    (default: the CPU).
+
+    ``batched`` chooses how: many models per forward (weights stacked, ``vmap`` over
+    ``functional_call``) or one model at a time; None follows :func:`batched_pays`. Both give the
+    same logits to float rounding (tests/devices/test_batched_inference.py)."""
+    device = torch.device(device or "cpu")
+    if not states:
+        return torch.empty(0)
+    module = copy.deepcopy(template).eval().to(device)
+    if batched is None:
+        batched = batched_pays(states[0], device)
+    return (_stacked if batched else _per_model)(module, states, x, device, input_chunk)
+
+
 def classifier_signals(template: nn.Module, states: list[State], views: torch.Tensor,
-                       y: torch.Tensor) -> dict[str, np.ndarray]:
-    """For query views [A, n, ...] with labels y [n]: conf and loss [M, n, A] float64, correct [M, n, A] bool."""
+                       y: torch.Tensor, device: torch.device | str | None = None,
+                       batched: bool | None = None) -> dict[str, np.ndarray]:
+    """For query views [A, n, ...] with labels y [n]: conf and loss [M, n, A] float64, correct [M, n, A]
+    bool; the models run on ``device`` (:func:`batched_logits`), the statistics on the CPU."""
     a, n = views.shape[:2]
-    logits = batched_logits(template, states, views.reshape(a * n, *views.shape[2:]))  # [M, A*n, C]
+    logits = batched_logits(template, states, views.reshape(a * n, *views.shape[2:]), device=device,
+                            batched=batched)  # [M, A*n, C]
     logits = logits.reshape(len(states), a, n, -1)
     conf, loss = logit_signals(logits, y)
     correct = logits.argmax(-1) == y

@@ -27,17 +27,21 @@ class SamplingSpec:
 
 
 @torch.no_grad()
-def sample_continuations(template, state: dict, prompts, spec: SamplingSpec, batch: int = 512) -> np.ndarray:
+def sample_continuations(template, state: dict, prompts, spec: SamplingSpec, batch: int = 512,
+                         device=None) -> np.ndarray:
     """Token ids [n, samples, length] continuing each prompt (ids [n, P]) under the causal LM
     ``template`` (an :class:`~ftaudit.models.lm.LMWrapper`) with weights ``state``.
 
     Batched over prompt × sample rows (``batch`` at a time) with the HF model's key/value cache, so
     each new token costs one position's forward. All rows draw from one generator in a fixed order:
-    the result is a function of the inputs, the seed and ``batch`` (which cache keys must include)."""
+    the result is a function of the inputs, the seed and ``batch`` (which cache keys must include).
+    The model runs on ``device`` (default the CPU); the draws stay on the CPU generator, so a device
+    changes the samples only through the logits' rounding."""
     x = torch.as_tensor(np.asarray(prompts), dtype=torch.int64)
     if x.dim() != 2 or x.shape[1] < 1:
         raise ValueError(f"prompts must be [n, P] with P >= 1, got {tuple(x.shape)}")
-    module = copy.deepcopy(template).eval()
+    device = torch.device(device or "cpu")
+    module = copy.deepcopy(template).eval().to(device)
     module.load_state_dict(state)
     rows = x.repeat_interleave(spec.samples, dim=0)  # prompt-major: row = prompt * samples + s
     gen = torch.Generator().manual_seed(spec.seed)
@@ -48,14 +52,15 @@ def sample_continuations(template, state: dict, prompts, spec: SamplingSpec, bat
 
 
 def _sample_batch(lm, prompts: torch.Tensor, spec: SamplingSpec, gen: torch.Generator) -> torch.Tensor:
-    out = lm(input_ids=prompts, use_cache=True)
+    device = lm.get_input_embeddings().weight.device
+    out = lm(input_ids=prompts.to(device), use_cache=True)
     past, logits = out.past_key_values, out.logits[:, -1]
     tokens = []
     for step in range(spec.length):
-        token = _draw(logits, spec, gen)
+        token = _draw(logits.cpu(), spec, gen)
         tokens.append(token)
         if step + 1 < spec.length:
-            out = lm(input_ids=token[:, None], past_key_values=past, use_cache=True)
+            out = lm(input_ids=token[:, None].to(device), past_key_values=past, use_cache=True)
             past, logits = out.past_key_values, out.logits[:, -1]
     return torch.stack(tokens, dim=1)
 

@@ -13,7 +13,8 @@ Masked LM:
   mlm_loss  mean masked-LM loss over K seeded random 15 % maskings (every picked token -> [MASK])
 
 Models run through ``functional_call(template, state, ...)`` so states come straight from the
-engine's cache, in chunks of about ``budget`` logits to bound memory whatever the vocabulary.
+engine's cache, in chunks of about ``budget`` logits to bound memory whatever the vocabulary, on
+``device`` (the engine's placement; default the CPU); the arrays come back as CPU numpy.
 """
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def _inputs(ids, valid) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() != 2 or ok.shape != x.shape:
         raise ValueError(f"ids must be [n, T] with valid of the same shape, got {tuple(x.shape)} and {tuple(ok.shape)}")
     return x, ok
+
+
+def _on(template: LMWrapper, device) -> tuple[LMWrapper, torch.device]:
+    device = torch.device(device or "cpu")
+    return copy.deepcopy(template).eval().to(device), device
+
+
+def _placed(state: State, device: torch.device) -> State:
+    return {n: t.to(device) for n, t in state.items()}
 
 
 def _rows(template: LMWrapper, width: int, budget: int) -> int:
@@ -69,20 +79,21 @@ def next_token_stats(logits: torch.Tensor, targets: torch.Tensor,
 
 @torch.no_grad()
 def causal_lm_signals(template: LMWrapper, states: list[State], ids, valid=None, budget: int = BUDGET,
-                      dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
+                      dtype: torch.dtype | None = None, device=None) -> dict[str, np.ndarray]:
     """logp, mu, sigma: float64 [M, n, T-1] for blocks ids [n, T] (valid: bool [n, T], default all);
     ``dtype``: the softmax statistics' precision (:func:`next_token_stats`)."""
     x, ok = _inputs(ids, valid)
     n, t = x.shape
-    module = copy.deepcopy(template).eval()
+    module, device = _on(template, device)
     step = _rows(template, t, budget)
     out = {name: np.full((len(states), n, t - 1), np.nan) for name in CAUSAL_SIGNALS}
     for m, state in enumerate(states):
+        state = _placed(state, device)
         for start in range(0, n, step):
-            xb = x[start:start + step]
+            xb = x[start:start + step].to(device)
             stats = next_token_stats(functional_call(module, state, (xb,))[:, :-1], xb[:, 1:], dtype)
             for name, value in zip(CAUSAL_SIGNALS, stats):
-                out[name][m, start:start + step] = value.numpy()
+                out[name][m, start:start + step] = value.cpu().numpy()
     for arr in out.values():
         arr[:, ~ok[:, 1:].numpy()] = np.nan
     return out
@@ -90,21 +101,23 @@ def causal_lm_signals(template: LMWrapper, states: list[State], ids, valid=None,
 
 @torch.no_grad()
 def pseudo_log_likelihood(template: LMWrapper, states: list[State], ids, valid=None, mask_id: int = MASK_ID,
-                          budget: int = BUDGET) -> np.ndarray:
+                          budget: int = BUDGET, device=None) -> np.ndarray:
     """pll: float64 [M, n, T]. Every (block, real position) pair becomes one input row with that
     position masked; rows of all blocks are batched together, so one forward covers many blocks."""
     x, ok = _inputs(ids, valid)
     n, t = x.shape
     block, pos = torch.nonzero(ok, as_tuple=True)  # the pairs to score
-    module = copy.deepcopy(template).eval()
+    module, device = _on(template, device)
     step = _rows(template, t, budget)
     out = np.full((len(states), n, t), np.nan)
     for m, state in enumerate(states):
+        state = _placed(state, device)
         for start in range(0, len(block), step):
             b, p = block[start:start + step], pos[start:start + step]
             rows = x[b].clone()
             rows[torch.arange(len(b)), p] = mask_id
-            logits = functional_call(module, state, (rows,))[torch.arange(len(b)), p]  # [r, V] at the masked slot
+            logits = functional_call(module, state, (rows.to(device),))  # [r, T, V]
+            logits = logits[torch.arange(len(b), device=device), p.to(device)].cpu()  # [r, V] at the masked slot
             logp = torch.log_softmax(logits.to(torch.float64), -1).gather(-1, x[b, p].unsqueeze(-1)).squeeze(-1)
             out[m, b.numpy(), p.numpy()] = logp.numpy()
     return out
@@ -112,25 +125,28 @@ def pseudo_log_likelihood(template: LMWrapper, states: list[State], ids, valid=N
 
 @torch.no_grad()
 def masked_lm_loss(template: LMWrapper, states: list[State], ids, valid=None, mask_id: int = MASK_ID,
-                   maskings: int = 8, seed: int = 0, rate: float = MASK_RATE, budget: int = BUDGET) -> np.ndarray:
+                   maskings: int = 8, seed: int = 0, rate: float = MASK_RATE, budget: int = BUDGET,
+                   device=None) -> np.ndarray:
     """mlm_loss: float64 [M, n], each block's masked-token cross-entropy averaged over ``maskings``
     seeded random maskings (the same maskings for every model)."""
     x, ok = _inputs(ids, valid)
     n, t = x.shape
     inputs, targets = mask_tokens(x, ok, maskings, seed, mask_id, rate, mask_share=1.0, random_share=0.0)
     inputs, targets = inputs.reshape(maskings * n, t), targets.reshape(maskings * n, t)
-    module = copy.deepcopy(template).eval()
+    module, device = _on(template, device)
     step = _rows(template, t, budget)
     out = np.empty((len(states), maskings * n))
     for m, state in enumerate(states):
+        state = _placed(state, device)
         for start in range(0, len(inputs), step):
-            logits = functional_call(module, state, (inputs[start:start + step],)).to(torch.float64)
-            out[m, start:start + step] = token_loss(logits, targets[start:start + step]).numpy()
+            logits = functional_call(module, state, (inputs[start:start + step].to(device),)).to(torch.float64)
+            out[m, start:start + step] = token_loss(logits, targets[start:start + step].to(device)).cpu().numpy()
     return out.reshape(len(states), maskings, n).mean(1)
 
 
 def masked_lm_signals(template: LMWrapper, states: list[State], ids, valid=None, mask_id: int = MASK_ID,
-                      maskings: int = 8, seed: int = 0, budget: int = BUDGET) -> dict[str, np.ndarray]:
+                      maskings: int = 8, seed: int = 0, budget: int = BUDGET, device=None) -> dict[str, np.ndarray]:
     """pll [M, n, T] and mlm_loss [M, n], as above."""
-    return {"pll": pseudo_log_likelihood(template, states, ids, valid, mask_id, budget),
-            "mlm_loss": masked_lm_loss(template, states, ids, valid, mask_id, maskings, seed, budget=budget)}
+    return {"pll": pseudo_log_likelihood(template, states, ids, valid, mask_id, budget, device),
+            "mlm_loss": masked_lm_loss(template, states, ids, valid, mask_id, maskings, seed, budget=budget,
+                                       device=device)}

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence, overload
 
 import numpy as np
+import torch
 
 from ftaudit import progress
 from ftaudit.attacks.evaluators import EvaluationRequest
 from ftaudit.config import StudyConfig
 from ftaudit.report.blocks import ReportSection
 from ftaudit.store.runs import Store
+from ftaudit.threads import auto_threads
 from ftaudit.train.engine import Engine, Reporter, TrainGroup, TrainResult
 
 Arrays = dict[str, np.ndarray]
@@ -35,6 +37,9 @@ class Context:
     engine: Engine
     reporter: Reporter | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # engine.threads 0: each stage takes the cores free as it starts (ftaudit.threads.auto_threads)
+    adapt_threads: bool = False
+    threads_used: set[int] = field(default_factory=set)
     models_trained: int = 0
     models_loaded: int = 0
 
@@ -43,6 +48,9 @@ class Context:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.adapt_threads:
+            torch.set_num_threads(auto_threads())
+        self.threads_used.add(torch.get_num_threads())
         start = time.perf_counter()
         try:
             with progress.stage(name):

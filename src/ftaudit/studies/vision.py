@@ -66,10 +66,12 @@ def query_models(ctx: Context, template: nn.Module, keys: list[str], load_states
     architecture, query set): a model key names weights, the architecture how they are read."""
     arch = arch if arch is not None else {"module": type(template).__name__,
                                           "params": {n: list(p.shape) for n, p in template.state_dict().items()}}
-    skeys = [content_key(model=k, arch=arch, queries=queries.digest, signals="classifier-v2") for k in keys]
+    place = ctx.engine.placement
+    skeys = [content_key(model=k, arch=arch, queries=queries.digest, signals="classifier-v2", **place.query_key())
+             for k in keys]
 
     def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-        fresh = classifier_signals(template, load_states(missing), queries.views, queries.y)
+        fresh = classifier_signals(template, load_states(missing), queries.views, queries.y, device=place.device)
         return [{n: fresh[n][j] for n in SIGNAL_NAMES} for j in range(len(missing))]
 
     per_model = ctx.cached("signals", skeys, compute)

@@ -41,8 +41,8 @@ def train_dp_vectorized(template: nn.Module, inits: list[State], trainable: list
     module = copy.deepcopy(template)
     opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
-    generators = dp.generators()
-    index, mask, view = schedule_tensors(schedule)
+    generators = dp.generators(x.device)
+    index, mask, view = schedule_tensors(schedule, x.device)
     widths = mask.sum(-1).amax(-1).long().clamp(min=1)  # [steps]: the step's widest real batch
     n_models = len(inits)
 
@@ -76,17 +76,23 @@ def train_dp_opacus_one(template: nn.Module, init: State, trainable: list[str], 
     opt = DPOptimizer(make_optimizer([by_name[n] for n in trainable], optim),
                       noise_multiplier=dp.sigmas[model_index], max_grad_norm=dp.clips[model_index],
                       expected_batch_size=dp.expected_batch_size[model_index], loss_reduction="mean",
-                      generator=torch.Generator().manual_seed(dp.noise_seeds[model_index]))
+                      generator=torch.Generator(x.device).manual_seed(dp.noise_seeds[model_index]))
     views = TrainingViews(x, y, optim, objective, view_seed)
     for step in range(schedule.steps):
-        rows = torch.from_numpy(schedule.batch(step, model_index))
-        chosen = torch.from_numpy(schedule.batch_views(step, model_index))
+        rows = torch.from_numpy(schedule.batch(step, model_index)).to(x.device)
+        chosen = torch.from_numpy(schedule.batch_views(step, model_index)).to(x.device)
         inputs, targets = views.batch(chosen, rows)
         opt.zero_grad(set_to_none=True)
         # An empty Poisson batch still steps: its mean loss is nan but has no per-sample gradient,
         # so DPOptimizer adds pure noise — as it does for the empty batches of its own DataLoader.
         views.loss(gsm(inputs), targets).mean().backward()
-        opt.step()
+        # Under bfloat16 autocast (engine.dtype) the per-sample gradients come out in bfloat16; Opacus
+        # clips, noises and steps in the parameters' float32, as the vectorized trainer does.
+        for p in by_name.values():
+            if isinstance(getattr(p, "grad_sample", None), torch.Tensor) and p.grad_sample.dtype != p.dtype:
+                p.grad_sample = p.grad_sample.to(p.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            opt.step()
         if progress:
             progress(1)
     return {n: t.detach().clone() for n, t in module.state_dict().items()}

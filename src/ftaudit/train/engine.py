@@ -3,8 +3,10 @@
 A :class:`TrainGroup` is a set of jobs that share an architecture, trainable set, optimiser and
 training pool; each job has its own initial state, keep-row and seed. The engine looks every job up
 in the cache by content key, trains only the missing ones (vectorized in chunks, or one by one),
-checks the frozen-parameter guardrail, and saves each finished chunk before starting the next —
-so a killed run loses at most one chunk of work.
+checks the frozen-parameter guardrail, and saves each chunk as it finishes — so a killed run loses
+at most the chunks in training. Who trains a chunk is the executor (``engine.executor``,
+:mod:`ftaudit.train.executor`): this process, or Ray tasks; the engine alone claims, checks and
+writes the cache.
 """
 from __future__ import annotations
 
@@ -19,18 +21,19 @@ from torch import nn
 
 from ftaudit import progress
 from ftaudit.config import EngineConfig, OptimConfig
+from ftaudit.devices import Placement
 from ftaudit.dp.per_sample import DPParams
-from ftaudit.dp.sampling import poisson_schedule
 from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.methods import check_frozen
-from ftaudit.finetune.packed_lora import packable, train_packed_lora
+from ftaudit.errors import UserError
+from ftaudit.finetune.packed_lora import packable
 from ftaudit.seeding import derive_seed
 from ftaudit.store.cache import BadEntry, ModelCache, Spec, content_key, state_digest, state_spec
 from ftaudit.store.faults import fault_point
 from ftaudit.store.locks import claim
-from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
-from ftaudit.train.schedule import make_schedule, steps_per_epoch
-from ftaudit.train.trainers import State, n_training_views, train_loop, train_vectorized
+from ftaudit.train.executor import ChunkJob, make_executor
+from ftaudit.train.schedule import steps_per_epoch
+from ftaudit.train.trainers import State, n_training_views
 from ftaudit.wording import plural
 
 # Reporter: called with (description, total units) and returns an "advance by n" callback.
@@ -144,11 +147,26 @@ class TrainResult:
         return self.cache.load(self.keys[i], spec)  # bad twice: BadEntry (a CacheError) ends the run
 
 
+def driver_placement(cfg: EngineConfig) -> Placement:
+    """``engine.device``/``engine.dtype`` in this process. With executor=ray the device names the
+    workers' (they resolve it themselves, docs/scale.md): a driver without it queries on its CPU."""
+    try:
+        return Placement.from_engine(cfg.device, cfg.dtype)
+    except UserError:
+        if cfg.executor != "ray":
+            raise
+        progress.log.info("engine.device=%s is not on this machine: the Ray workers train there, this process "
+                          "queries models on its CPU", cfg.device)
+        return Placement.from_engine("cpu", cfg.dtype)
+
+
 class Engine:
     def __init__(self, cache: ModelCache, cfg: EngineConfig, reporter: Reporter | None = None):
         self.cache = cache
         self.cfg = cfg
         self.reporter = reporter
+        self.placement = driver_placement(cfg)  # where this process places models (queries; local training)
+        self.executor = make_executor(cfg, self.placement)
 
     def trainer(self, group: TrainGroup, vectorized: bool | None = None) -> str:
         """Which trainer trains the group: engine.vectorized when set, else the study's preference
@@ -166,7 +184,7 @@ class Engine:
         the trainers agree to float tolerance, not bit for bit, so a model from one is never
         served for another."""
         trainer = self.trainer(group, vectorized)
-        keys = [content_key(job=k, trainer=trainer) for k in group.keys]
+        keys = [content_key(job=k, trainer=trainer, **self.executor.placement().key()) for k in group.keys]
         specs = [state_spec(j.init) for j in group.jobs]
         missing = [i for i, key in enumerate(keys) if not self.cache.usable(key, specs[i])]
         progress.log.debug("group %s: %d of %d models cached, trainer %s", group.name, len(keys) - len(missing),
@@ -182,52 +200,63 @@ class Engine:
 
     def _train_missing(self, group: TrainGroup, keys: list[str], missing: list[int], dp_jobs: list[dict] | None,
                        trainer_name: str, specs: list[Spec]) -> int:
-        """Train ``missing`` jobs chunk by chunk; returns how many this process trained. Each chunk's
-        entries are claimed first (store/locks.py), then looked up again: models another run on the
-        same store trained meanwhile are loaded, not trained twice."""
+        """Train ``missing`` jobs chunk by chunk through the executor; returns how many this process
+        trained. The chunks of a window (one for the local executor, many for Ray) are claimed first
+        (store/locks.py, one sorted claim: no deadlock), then looked up again: models another run on
+        the same store trained meanwhile are loaded, not trained twice. Each chunk is saved as it
+        comes back, by this process only (the cache and the store keep one writer)."""
         trained = 0
         # a bar on a terminal, log lines otherwise (ftaudit.progress), and the caller's reporter if any
         description = f"training {group.name} ({plural(len(missing), 'model')})"
         advance = progress.reporter_with(self.reporter)(description, len(missing) * group.steps)
         n_views = n_training_views(group.optim, group.objective)
-        for start in range(0, len(missing), self.cfg.chunk):
-            chunk = missing[start:start + self.cfg.chunk]
-            with claim([self.cache.lock_path(keys[i]) for i in chunk],
+        chunks = [missing[start:start + self.cfg.chunk] for start in range(0, len(missing), self.cfg.chunk)]
+        window = max(1, self.executor.window)
+        for first in range(0, len(chunks), window):
+            batch = chunks[first:first + window]
+            with claim([self.cache.lock_path(keys[i]) for chunk in batch for i in chunk],
                        on_wait=lambda: store_log.info("waiting for another run training models of %s", group.name)):
-                trained += self._train_chunk(group, keys, chunk, dp_jobs, trainer_name, specs, advance, n_views)
+                todo = []
+                for chunk in batch:
+                    done = [i for i in chunk if self.cache.usable(keys[i], specs[i])]  # trained meanwhile elsewhere
+                    if done:
+                        advance(len(done) * group.steps)
+                    if len(done) < len(chunk):
+                        todo.append([i for i in chunk if i not in done])
+                if not todo:
+                    continue
+                fault_point("training", group.name)
+                jobs = [self._chunk_job(group, chunk, dp_jobs, trainer_name, n_views) for chunk in todo]
+                for j, states in self.executor.run(jobs, advance):
+                    self._save_chunk(group, keys, todo[j], trainer_name, states)
+                    trained += len(todo[j])
         return trained
 
-    def _train_chunk(self, group: TrainGroup, keys: list[str], chunk: list[int], dp_jobs: list[dict] | None,
-                     trainer_name: str, shapes: list[Spec], advance, n_views: int) -> int:
-        done = [i for i in chunk if self.cache.usable(keys[i], shapes[i])]  # trained by another run while we waited
-        if done and advance:
-            advance(len(done) * group.steps)
-        chunk = [i for i in chunk if i not in done]
-        epochs, bs = group.optim.epochs, group.optim.batch_size
-        if chunk:
-            fault_point("training", group.name)
-            jobs = [group.jobs[i] for i in chunk]
-            rows, seeds = [j.rows for j in jobs], [j.seed for j in jobs]
-            common = dict(progress=advance, objective=group.objective, view_seed=int(group.data_digest[:8], 16))
-            inits = [j.init for j in jobs]
-            if dp_jobs:
-                specs = [group.dp_specs[i] for i in chunk]
-                q = specs[0].sample_rate
-                schedule = poisson_schedule(rows, q, group.steps, seeds, n_views=n_views)
-                ebs = DPParams.for_rows(1.0, 1.0, q, rows, seeds).expected_batch_size
-                params = DPParams(tuple(dp_jobs[i]["noise_multiplier"] for i in chunk), tuple(s.clip for s in specs),
-                                  ebs, tuple(derive_seed(s, "dp-noise") for s in seeds))
-                trainer = train_dp_vectorized if trainer_name == "dp-vectorized" else train_dp_opacus
-                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
-                                 params, **common)
-            else:
-                schedule = make_schedule(rows, seeds, epochs, bs, per_epoch=group.per_epoch, n_views=n_views)
-                trainer = {"vectorized": train_vectorized, "loop": train_loop,
-                           "packed-lora": partial(train_packed_lora, pack_rows=self.cfg.pack_rows or None)}[trainer_name]
-                states = trainer(group.template, inits, group.trainable, group.optim, group.x, group.y, schedule,
-                                 masks=group.masks, **common)
-            for i, job, state in zip(chunk, jobs, states):
-                check_frozen(job.init, state, group.trainable)
-                self.cache.save(keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed),
-                                                      "trainer": trainer_name})
-        return len(chunk)
+    def _chunk_job(self, group: TrainGroup, chunk: list[int], dp_jobs: list[dict] | None, trainer_name: str,
+                   n_views: int) -> ChunkJob:
+        """What training ``chunk`` needs, and nothing of the engine (it may run in another process)."""
+        jobs = [group.jobs[i] for i in chunk]
+        seeds = [j.seed for j in jobs]
+        dp = sample_rate = None
+        if dp_jobs:
+            specs = [group.dp_specs[i] for i in chunk]
+            sample_rate = specs[0].sample_rate
+            ebs = DPParams.for_rows(1.0, 1.0, sample_rate, [j.rows for j in jobs], seeds).expected_batch_size
+            dp = DPParams(tuple(dp_jobs[i]["noise_multiplier"] for i in chunk), tuple(s.clip for s in specs), ebs,
+                          tuple(derive_seed(s, "dp-noise") for s in seeds))
+        return ChunkJob(group=group.name, trainer=trainer_name, template=group.template, inits=[j.init for j in jobs],
+                        trainable=group.trainable, optim=group.optim, x=group.x, y=group.y, masks=group.masks,
+                        objective=group.objective, view_seed=int(group.data_digest[:8], 16),
+                        rows=[j.rows for j in jobs], seeds=seeds, per_epoch=group.per_epoch, steps=group.steps,
+                        n_views=n_views, dp=dp, sample_rate=sample_rate, pack_rows=self.cfg.pack_rows or None)
+
+    def _save_chunk(self, group: TrainGroup, keys: list[str], chunk: list[int], trainer_name: str,
+                    states: list[State]) -> None:
+        """The frozen-parameter guardrail, then one cache entry per model."""
+        if len(states) != len(chunk):
+            raise RuntimeError(f"group {group.name}: the executor returned {len(states)} models for {len(chunk)}")
+        for i, state in zip(chunk, states):
+            job = group.jobs[i]
+            check_frozen(job.init, state, group.trainable)
+            self.cache.save(keys[i], state, meta={"group": group.name, "method": group.method, "seed": str(job.seed),
+                                                  "trainer": trainer_name})

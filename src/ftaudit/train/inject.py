@@ -13,7 +13,9 @@ needs three things the engine does not do by itself:
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from ftaudit.config import OptimConfig
+from ftaudit.devices import Placement
 from ftaudit.finetune.methods import check_frozen
 from ftaudit.seeding import derive_seed
 from ftaudit.store.cache import content_key, state_digest
@@ -165,7 +168,11 @@ def model_seeds(run_seed: int, label: str, n_models: int, deterministic: bool) -
 
 @contextmanager
 def deterministic_algorithms(enabled: bool = True) -> Iterator[None]:
-    """``torch.use_deterministic_algorithms`` for the block, restored afterwards."""
+    """``torch.use_deterministic_algorithms`` for the block, restored afterwards. On CUDA, cuBLAS
+    is deterministic only with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, set here unless the
+    user set it)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(enabled)
     try:
@@ -189,13 +196,14 @@ class Checkpointed:
 
 
 def run_key(arch: dict, inits: list[State], trainable: list[str], optim: OptimConfig, data_digest: str,
-            schedule: Schedule, measure_key: str, deterministic: bool) -> str:
-    """Everything that determines the checkpoints' signals."""
+            schedule: Schedule, measure_key: str, deterministic: bool, placement: dict | None = None) -> str:
+    """Everything that determines the checkpoints' signals (``placement``: ``Placement.key()``,
+    empty on CPU float32)."""
     return content_key(kind="checkpointed-run", arch=arch, inits=[state_digest(s) for s in inits],
                        trainable=sorted(trainable), optim={k: getattr(optim, k) for k in OptimConfig.model_fields},
                        data=data_digest, index=schedule.index, mask=schedule.mask,
                        view="none" if schedule.view is None else schedule.view,
-                       measure=measure_key, deterministic=deterministic)
+                       measure=measure_key, deterministic=deterministic, **(placement or {}))
 
 
 Arrays = dict[str, np.ndarray]
@@ -206,15 +214,19 @@ Cached = Callable[[Sequence[str], Callable[[list[int]], list[Arrays]]], list[Arr
 def train_checkpointed(cached: Cached, template: nn.Module, arch: dict, inits: list[State], trainable: list[str],
                        optim: OptimConfig, x: torch.Tensor, y: torch.Tensor, data_digest: str, schedule: Schedule,
                        checkpoints: Sequence[int], measure: Measure, measure_key: str, names: list[str],
-                       deterministic: bool, progress: Progress | None = None) -> Checkpointed:
+                       deterministic: bool, progress: Progress | None = None,
+                       placement: Placement | None = None) -> Checkpointed:
     """Train every model on ``schedule`` with the engine's vectorized trainer, measuring the models
     after each checkpoint's step. The checkpoints' arrays go through ``cached`` (one entry per
     checkpoint, keyed by the run's content key and the step): the run trains only when one of
-    them is missing, and then measures them all in that one pass."""
+    them is missing, and then measures them all in that one pass. With a ``placement`` the run
+    trains on its device (under its autocast) and ``measure`` receives states on that device; the
+    final states come back to the CPU."""
+    place = placement or Placement()
     steps = sorted(set(int(c) for c in checkpoints))
     if not steps or steps[0] < 1 or steps[-1] > schedule.steps:
         raise ValueError(f"checkpoints must lie in [1, {schedule.steps}], got {list(checkpoints)}")
-    key = run_key(arch, inits, trainable, optim, data_digest, schedule, measure_key, deterministic)
+    key = run_key(arch, inits, trainable, optim, data_digest, schedule, measure_key, deterministic, place.key())
     final: list[State] = []
 
     def compute(missing: list[int]) -> list[Arrays]:
@@ -222,11 +234,15 @@ def train_checkpointed(cached: Cached, template: nn.Module, arch: dict, inits: l
 
         def hook(done: int, current: Callable[[], list[State]]) -> None:
             if done in steps:
-                measured[done] = measure(current())
+                with torch.autocast(place.device.type, enabled=False):  # signals in float32 whatever engine.dtype
+                    measured[done] = measure(current())
 
-        with deterministic_algorithms(deterministic):
-            states = train_vectorized(template, inits, trainable, optim, x, y, schedule, progress=progress,
-                                      view_seed=int(data_digest[:8], 16), on_step=hook)
+        module = template if place.device.type == "cpu" else place.module(copy.deepcopy(template))
+        with deterministic_algorithms(deterministic), place.autocast():
+            states = train_vectorized(module, [place.state(s) for s in inits], trainable, optim, place.tensor(x),
+                                      place.tensor(y), schedule, progress=progress, view_seed=int(data_digest[:8], 16),
+                                      on_step=hook)
+        states = [Placement.to_cpu(s) for s in states]
         for init, state in zip(inits, states):
             check_frozen(init, state, trainable)
         final.extend(states)

@@ -25,9 +25,10 @@ def mask_tokens(x: torch.Tensor, counted: torch.Tensor, n_views: int, seed: int,
                 rate: float = MASK_RATE, mask_share: float = 0.8,
                 random_share: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_views`` seeded maskings of blocks x [n, T] (``counted`` [n, T] bool: real tokens):
-    inputs and targets, both int64 [n_views, n, T]."""
+    inputs and targets, both int64 [n_views, n, T] on x's device (drawn on the CPU with numpy,
+    so the maskings do not depend on the device)."""
     rng = np.random.default_rng([seed, 0x4D4C4D])
-    xs, ok = x.numpy(), counted.numpy().astype(bool)
+    xs, ok = x.cpu().numpy(), counted.cpu().numpy().astype(bool)
     shape = (n_views, *xs.shape)
     n_real = ok.sum(-1)
     n_pick = np.where(n_real > 0, np.maximum(1, np.rint(rate * n_real)), 0).astype(np.int64)  # [n]
@@ -40,7 +41,8 @@ def mask_tokens(x: torch.Tensor, counted: torch.Tensor, n_views: int, seed: int,
     inputs = np.where(picked & (action < mask_share), mask_id, xs)
     inputs = np.where(picked & (action >= mask_share) & (action < mask_share + random_share), replacement, inputs)
     targets = np.where(picked, xs, IGNORE)
-    return torch.from_numpy(inputs.astype(np.int64)), torch.from_numpy(targets.astype(np.int64))
+    return (torch.from_numpy(inputs.astype(np.int64)).to(x.device),
+            torch.from_numpy(targets.astype(np.int64)).to(x.device))
 
 
 def _views_for(mask_id: int):

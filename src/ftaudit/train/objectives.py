@@ -17,15 +17,21 @@ from ftaudit.data.augment import query_views
 IGNORE = -100  # target value of positions that do not count (padding, unmasked MLM tokens)
 
 
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: bfloat16/float16 ones (a model under ``engine.dtype=bfloat16`` autocast,
+    which on a CPU leaves log-softmax in bfloat16) in float32, others unchanged."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
+
+
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy per row: logits [..., C], integer targets [...] -> [...]."""
-    return -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return -torch.log_softmax(_wide(logits), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to probability rows (a teacher's soft labels): logits [..., C], float targets
     [..., C] -> [...]; the KL divergence to the teacher up to its entropy (a constant)."""
-    return -(targets * torch.log_softmax(logits, -1)).sum(-1)
+    return -(targets * torch.log_softmax(_wide(logits), -1)).sum(-1)
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -33,7 +39,7 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     with IGNORE where a token does not count -> [...]."""
     counted = targets != IGNORE
     safe = torch.where(counted, targets, torch.zeros_like(targets))
-    nll = -torch.log_softmax(logits, -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    nll = -torch.log_softmax(_wide(logits), -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     return (nll * counted).sum(-1) / counted.sum(-1).clamp(min=1)
 
 

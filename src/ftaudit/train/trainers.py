@@ -61,11 +61,13 @@ class StackedModels:
                  for n in self.names} for m in range(len(self.inits))]
 
 
-def schedule_tensors(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(index, mask, view) of a schedule as tensors; view is all 0 without augmentation."""
-    index = torch.from_numpy(schedule.index)
-    view = torch.from_numpy(schedule.view) if schedule.view is not None else torch.zeros_like(index)
-    return index, torch.from_numpy(schedule.mask), view
+def schedule_tensors(schedule: Schedule, device: torch.device | str | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(index, mask, view) of a schedule as tensors on ``device`` (the training pool's: trainers
+    follow their inputs' device); view is all 0 without augmentation."""
+    index = torch.from_numpy(schedule.index).to(device)
+    view = torch.from_numpy(schedule.view).to(device) if schedule.view is not None else torch.zeros_like(index)
+    return index, torch.from_numpy(schedule.mask).to(device), view
 
 
 def mask_gradients(params: dict[str, torch.Tensor], masks: State | None) -> None:
@@ -107,7 +109,7 @@ def train_vectorized(template: nn.Module, inits: list[State], trainable: list[st
     batched_logits = vmap(one_model_logits, in_dims=(0, 0 if models.frozen_stacked else None, 0))
     opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
-    index, mask, view = schedule_tensors(schedule)
+    index, mask, view = schedule_tensors(schedule, x.device)
     counts = mask.sum(-1).clamp(min=1)  # [steps, M] real rows per model and step
     n_models = len(inits)
 
@@ -142,8 +144,8 @@ def train_one(template: nn.Module, init: State, trainable: list[str], optim: Opt
     opt = make_optimizer(params.values(), optim)
     views = TrainingViews(x, y, optim, objective, view_seed)
     for step in range(schedule.steps):
-        rows = torch.from_numpy(schedule.batch(step, model_index))
-        chosen = torch.from_numpy(schedule.batch_views(step, model_index))
+        rows = torch.from_numpy(schedule.batch(step, model_index)).to(x.device)
+        chosen = torch.from_numpy(schedule.batch_views(step, model_index)).to(x.device)
         opt.zero_grad(set_to_none=True)
         if len(rows) == 0:  # a Poisson-sampled step can be empty: the vectorized path adds 0 to the loss
             opt.step()

@@ -1,7 +1,7 @@
 """The config of the ``audit`` study: a user's own fine-tuned model, its members and non-members.
 
 Section ``audit``: what to audit (``model``, ``members``, ``nonmembers``, optional ``base``), how
-(``task``, ``max_records``, ``max_length``, ``batch_size``, ``device``), what the outputs may show
+(``task``, ``max_records``, ``max_length``, ``batch_size``; the device is ``engine.device``), what the outputs may show
 (``reveal``) and the gate (``fail_above``). ``demo: true`` builds, fine-tunes and audits ftaudit's
 own tiny GPT-2 instead (offline, files under ``<out>/demo``).
 
@@ -110,7 +110,6 @@ class AuditSection(ConfigSection):
     max_length: int | None = Field(default=None, ge=2, le=1 << 17, description="tokens per record (longer ones are truncated); "
                                                                     "null = the model's context (at most 1024)")
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH, description="records per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
     reveal: bool = Field(default=False, description="write record text into records.csv (by default records are "
                                                     "identified by index and a salted hash only)")
     fail_above: str | None = Field(default=None, description="gate: e.g. tpr@0.01=0.05 or auc=0.6; the run exits 3 "
@@ -145,6 +144,14 @@ class AuditSection(ConfigSection):
     demo: bool = Field(default=False, description="build, fine-tune and audit ftaudit's own tiny GPT-2 (offline; "
                                                   "model and record files under <out>/demo); model, members, "
                                                   "nonmembers and base must then be null")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        if isinstance(data, dict) and "device" in data:
+            raise ValueError("audit.device is now engine.device (one setting for training and querying): set "
+                             f"engine.device={data['device']} instead (`ftaudit audit --device` sets it)")
+        return data
 
     @field_validator("fail_above")
     @classmethod

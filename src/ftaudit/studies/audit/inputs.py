@@ -186,7 +186,7 @@ def load_models(cfg: AuditConfig, inp: Inputs):
 
     a, spec = cfg.audit, inp.spec
     target = load_model(spec["model"], task=a.task, base=spec["base"] if inp.adapter else None, field="--model",
-                        device=a.device, tokenizer=inp.tokenizer)
+                        device=cfg.engine.device, tokenizer=inp.tokenizer)
     if target.task in CLASSIFIERS:
         for which, records in (("--members", inp.members), ("--nonmembers", inp.nonmembers)):
             if records.labels is None:
@@ -201,7 +201,7 @@ def load_models(cfg: AuditConfig, inp: Inputs):
                                    f"{target.source} with the adapter off", target.num_labels, target.max_length, False)
     if spec["base"] is None:
         return target, None
-    base = load_model(spec["base"], task=target.task, field="--base", device=a.device,
+    base = load_model(spec["base"], task=target.task, field="--base", device=cfg.engine.device,
                       tokenizer=target.tokenizer if isinstance(spec["base"], torch.nn.Module) else None)
     _same_tokenizers(target.tokenizer, base.tokenizer)
     return target, base

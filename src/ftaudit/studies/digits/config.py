@@ -48,13 +48,31 @@ class DigitsStudyConfig(StudyConfig):
                                 f"add it to attack.names or choose one of {', '.join(self.attack.names)}")
 
 
+class MIAAttackConfig(AttackConfig):
+    references: int | None = Field(
+        default=None, ge=1, le=MAX_REFERENCES,
+        description="reference models per audit example the attacks use (even): k/2 IN and k/2 OUT drawn per "
+                    "(target, example) from the target's finetune.references; offline attacks use the k/2 OUT "
+                    "(null = all, balanced). Tests few references on a large ensemble without biasing the null: a "
+                    "small ensemble, or the first k of a target's references, would let the target's own membership "
+                    "decide which references are IN")
+
+
 class FinetuneMIAConfig(DigitsStudyConfig):
     study: Literal["finetune-mia"] = "finetune-mia"
     finetune: FinetuneConfig = FinetuneConfig()
+    attack: MIAAttackConfig = MIAAttackConfig()
 
     @model_validator(mode="after")
     def _targets(self) -> "FinetuneMIAConfig":
         self._check_attack(None, self.finetune.references)
+        k, trained = self.attack.references, self.finetune.references
+        if k is not None and k > trained:
+            raise UserError("attack.references", f"{k} but only finetune.references = {trained} are trained per target",
+                            f"use at most {trained}, or raise finetune.references")
+        if k is not None and k % 2:
+            raise UserError("attack.references", f"{k} is odd: each example uses half IN and half OUT references",
+                            f"use an even number, e.g. {k + 1 if k + 1 <= trained else k - 1}")
         return self
 
 

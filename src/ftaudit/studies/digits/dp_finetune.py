@@ -28,6 +28,7 @@ from ftaudit.dp.spec import DPSpec, dp_spec
 from ftaudit.evaluation import Evaluation, evaluate_signals
 from ftaudit.finetune.methods import MethodOptions, get_method
 from ftaudit.metrics import mean_ci
+from ftaudit.metrics.paired import mean_difference
 from ftaudit.report.blocks import Figure, ReportSection, Series
 from ftaudit.seeding import derive_seed
 from ftaudit.studies.base import Context, Study, StudyOutput
@@ -77,7 +78,7 @@ def search_frontier(cfg: DPFinetuneConfig, ctx: Context, study: DigitsStudy) -> 
                 out.append({"ε": eps, "subset": subset, "lr": lr, "clip": clip, "accounted ε": record["epsilon"],
                             "σ": record["noise_multiplier"], "steps": record["steps"], "q": record["sample_rate"],
                             "δ": record["delta"], "n test": len(test), "val accuracy": float(correct[j, val].mean()),
-                            "test accuracy": float(correct[j, test].mean())})
+                            "test accuracy": float(correct[j, test].mean()), "test correct": correct[j, test]})
     return out
 
 
@@ -94,18 +95,27 @@ def search_cost(record: dict, k: int) -> float:
     return accounted_epsilon(record["σ"], record["q"], k * record["steps"], record["δ"], record.get("accountant", "rdp"))
 
 
-def claim_check(eps: float, cells: dict[str, dict], winner: str) -> str:
+def claim_check(eps: float, cells: dict[str, dict], winner: str, paired: dict | None = None) -> str:
     """Is the best subset at small ε an intermediate one (the study's claim), and can this data tell?
-    The winner is picked on validation accuracy; its test-accuracy lead over the best of "full" and
-    "head" is compared with the 95 % half-width of one test accuracy (normal approximation)."""
+    With ``paired`` (:func:`intermediate_difference`) the paired CI decides; otherwise the winner's
+    test-accuracy lead over the best of "full" and "head" is compared with the 95 % half-width of one
+    test accuracy (normal approximation)."""
     acc = {s: c["test accuracy"] for s, c in cells.items()}
+    if paired is not None:
+        lo, hi = paired["difference lo"], paired["difference hi"]
+        verdict = ("as the study found, an intermediate subset wins" if lo > 0 else
+                   "the study's claim (an intermediate subset wins) does not hold here" if hi < 0 else
+                   "the study's claim is not resolved at this data size")
+        return (f"At the smallest ε ({eps:g}) validation picks {winner}; the best intermediate subset "
+                f"({paired['intermediate subset']}) minus the better of full and head ({paired['full or head']}): "
+                f"{paired['difference']:+.1%} [{lo:+.1%}, {hi:+.1%}] test accuracy, paired over the test images: {verdict}.")
     n = next(iter(cells.values()))["n test"]
     half = 1.96 * math.sqrt(max(acc[winner] * (1 - acc[winner]), 1e-12) / n)
     spread = f"test accuracies of the subsets span {min(acc.values()):.1%}–{max(acc.values()):.1%} (±{half:.1%} for one, n = {n})"
     rivals = [acc[s] for s in ("full", "head") if s in acc and s != winner]
     if winner in ("full", "head"):
         lead = acc[winner] - max((a for s, a in acc.items() if s not in ("full", "head")), default=-1.0)
-        verdict = (f"the study's claim (an intermediate subset wins) does not hold here" if lead > half
+        verdict = ("the study's claim (an intermediate subset wins) does not hold here" if lead > half
                    else "no subset is reliably better at this data size, so the study's claim can neither be confirmed nor refuted")
     else:
         lead = acc[winner] - max(rivals, default=-1.0)
@@ -113,6 +123,26 @@ def claim_check(eps: float, cells: dict[str, dict], winner: str) -> str:
                    else "an intermediate subset wins on validation, but not by more than the test noise: "
                         "the study's claim is not resolved at this data size")
     return f"At the smallest ε ({eps:g}) validation picks {winner}; {spread}: {verdict}."
+
+
+INTERMEDIATE_TITLE = "The study's claim at the smallest ε: an intermediate subset against full and head (paired)"
+
+
+def intermediate_difference(cfg: DPFinetuneConfig, eps: float, cells: dict[str, dict]) -> dict | None:
+    """Test accuracy of the best intermediate subset minus the best of "full" and "head" (each picked
+    on validation accuracy, so nothing is chosen on the test half), with a paired bootstrap CI over the
+    test images (both models scored on the same resampled images). None without both kinds."""
+    inner = [s for s in cells if s not in ("full", "head")]
+    ends = [s for s in cells if s in ("full", "head")]
+    if not inner or not ends:
+        return None
+    a = max(inner, key=lambda s: cells[s]["val accuracy"])
+    b = max(ends, key=lambda s: cells[s]["val accuracy"])
+    d = mean_difference(cells[a]["test correct"], cells[b]["test correct"], cfg.metrics.bootstrap, cfg.metrics.ci_level,
+                        cfg.seed)
+    return {"ε target": _eps_label(eps), "intermediate subset": a, "its test accuracy": cells[a]["test accuracy"],
+            "full or head": b, "their test accuracy": cells[b]["test accuracy"], "difference": d["value"],
+            "difference lo": d["lo"], "difference hi": d["hi"], "n test": cells[a]["n test"]}
 
 
 def frontier_sections(cfg: DPFinetuneConfig, search: list[dict]) -> tuple[list[ReportSection], list[str], dict]:
@@ -139,8 +169,9 @@ def frontier_sections(cfg: DPFinetuneConfig, search: list[dict]) -> tuple[list[R
                                             "validation accuracy, reported on a disjoint test half.")
     smallest = min(finite) if finite else None
     lines = []
+    row = intermediate_difference(cfg, smallest, {s: chosen[(smallest, s)] for s in sweep.subsets}) if smallest else None
     if smallest is not None:
-        lines.append(claim_check(smallest, {s: chosen[(smallest, s)] for s in sweep.subsets}, winners[smallest]))
+        lines.append(claim_check(smallest, {s: chosen[(smallest, s)] for s in sweep.subsets}, winners[smallest], row))
     lines.append("Winners by ε: " + ", ".join(f"ε={_eps_label(e)}: {winners[e]}" for e in sweep.epsilons) + ".")
     cost = ReportSection("The hyperparameter search costs privacy", text=[
         f"Every cell tried {k_cell} configurations on the same private data and kept the best by validation accuracy; "
@@ -150,7 +181,16 @@ def frontier_sections(cfg: DPFinetuneConfig, search: list[dict]) -> tuple[list[R
         "axis is the per-run ε, as in the study; read the search columns for what the selection really costs. (Validation "
         "images are held-out, not private, so only the training runs count.)"])
     frontier = ReportSection("Privacy–utility frontier: which layers to fine-tune under DP", text=lines, table=table, figures=[fig])
-    return [frontier, cost], lines, chosen
+    out = [frontier, cost]
+    if row is not None:
+        d = "not resolved" if row["difference lo"] <= 0 <= row["difference hi"] else \
+            "the intermediate subset is better" if row["difference lo"] > 0 else "full or head is better"
+        out.insert(1, ReportSection(INTERMEDIATE_TITLE, text=[
+            f"At ε = {row['ε target']}: the best intermediate subset by validation ({row['intermediate subset']}) against "
+            f"the better of full and head by validation ({row['full or head']}), test accuracy difference "
+            f"{row['difference']:+.1%} [{row['difference lo']:+.1%}, {row['difference hi']:+.1%}] ({cfg.metrics.ci_level:.0%} "
+            f"paired bootstrap over the {row['n test']} test images): {d}."], table=[row]))
+    return out, lines, chosen
 
 
 def audit_cell(cfg: DPFinetuneConfig, study: DigitsStudy, cell: Cell, ev: Evaluation, eps: float) -> dict:

@@ -49,10 +49,11 @@ def audit_arrays(study: DigitsStudy) -> dict[str, np.ndarray]:
             "audit_y": np.array(task.finetune_classes)[task.audit.y].astype(np.int64)}
 
 
-def headline(cfg: DigitsStudyConfig, cell: Cell, references: int) -> dict:
-    """The StudyOutput fields of a headline cell: its leave-one-out request and member rate."""
+def headline(cfg: DigitsStudyConfig, cell: Cell, references: int, cap: int | None = None) -> dict:
+    """The StudyOutput fields of a headline cell: its leave-one-out request (``cap`` references per
+    example of the target's ``references``; None = all) and member rate."""
     return {"evaluation": leave_one_out_request(cell.signals, cfg.attack.names, cfg.attack.params, references,
-                                                cfg.attack.targets, cfg.seed),
+                                                cfg.attack.targets, cfg.seed, cap=cap),
             "member_rate": cell.signals.keep.mean(axis=0)}
 
 
@@ -72,7 +73,7 @@ def run(cfg: FinetuneMIAConfig, ctx: Context) -> StudyOutput:
     models += [("finetune", m, k, s) for m, (k, s) in enumerate(zip(cell.result.keys, seeds["models"]))]
     title = study_title(cfg, study, "Membership of the fine-tuning data") + f", method {cfg.finetune.method}"
     notes = [dp_note(cell.dp)] if cell.dp else []
-    return StudyOutput(title=title, **headline(cfg, cell, cfg.finetune.references),
+    return StudyOutput(title=title, **headline(cfg, cell, cfg.finetune.references, cfg.attack.references),
                        utility=study_utility(cfg, study, cell.test_acc, cell.train_acc, scratch_correct), audit_arrays=audit_arrays(study),
                        models=models, seeds=seeds, notes=notes)
 

@@ -89,9 +89,11 @@ def train_runs(cfg: ForgettingStudyConfig, ctx: Context, task, keep: np.ndarray)
     audit_q, pop_q = QuerySet.of(task.audit, cfg.attack.shifts), QuerySet.of(task.population, cfg.attack.shifts)
     measure_key = content_key(audit=audit_q.digest, population=pop_q.digest, signals="classifier-v1")
 
+    place = ctx.engine.placement
+
     def measure(states):
-        a = classifier_signals(template, states, audit_q.views, audit_q.y)
-        p = classifier_signals(template, states, pop_q.views, pop_q.y)
+        a = classifier_signals(template, states, audit_q.views, audit_q.y, device=place.device)
+        p = classifier_signals(template, states, pop_q.views, pop_q.y, device=place.device)
         return {**a, **{f"pop_{k}": v for k, v in p.items()}}
 
     modes = {"both": [False, True], "deterministic": [True], "nondeterministic": [False]}[f.determinism]
@@ -106,7 +108,8 @@ def train_runs(cfg: ForgettingStudyConfig, ctx: Context, task, keep: np.ndarray)
                 if ctx.reporter else None
             result = train_checkpointed(
                 partial(ctx.cached, "signals"), template, arch_spec(model_cfg, N_CLASSES), inits, trainable, optim, x, y,
-                data_digest, schedule, [start + c for c in f.checkpoints], measure, measure_key, NAMES, det, advance)
+                data_digest, schedule, [start + c for c in f.checkpoints], measure, measure_key, NAMES, det, advance,
+                placement=place)
             if result.trained:  # one vectorized run: all its models were trained, or none
                 ctx.models_trained += f.models
             else:

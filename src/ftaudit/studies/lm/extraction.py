@@ -96,10 +96,12 @@ def token_logp(ctx: Context, template, key: str, load: Loader, blocks: TextBlock
 
 def generate(ctx: Context, template, key: str, load: Loader, prompts: np.ndarray, spec: SamplingSpec) -> np.ndarray:
     """Sampled continuations [n, samples, length], cached per (model, architecture, prompts, sampling spec)."""
+    place = ctx.engine.placement
     skey = content_key(kind=SAMPLES_VERSION, model=key, arch=signal_arch(template), prompts=prompts, spec=spec.__dict__,
-                       batch=SAMPLE_BATCH)
+                       batch=SAMPLE_BATCH, **place.query_key())
     return ctx.cached("samples", skey, lambda: {"tokens": sample_continuations(template, load([0])[0], prompts, spec,
-                                                                               batch=SAMPLE_BATCH)})["tokens"]
+                                                                               batch=SAMPLE_BATCH,
+                                                                               device=place.device)})["tokens"]
 
 
 def extraction_attack(ctx: Context, models: dict, blocks: TextBlocks, spec: SamplingSpec, prefix_len: int, tok) -> Extraction:

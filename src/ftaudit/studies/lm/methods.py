@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ftaudit.attacks.evaluators import leave_one_out_request
-from ftaudit.evaluation import Evaluation, evaluate
+from ftaudit.evaluation import Evaluation, cell_difference, evaluate
 from ftaudit.metrics.pareto import matched, pareto_front
 from ftaudit.report.blocks import Figure, ReportSection, Series
 from ftaudit.studies.base import Context, Study, StudyOutput
@@ -83,9 +83,10 @@ def ranking(rows: list[dict]) -> tuple[float, list[dict]]:
     return -target, sorted((rows[i] for i in chosen.values()), key=lambda r: r[LEAK], reverse=True)
 
 
-def run_grid(ctx: Context, cfg: LMMethodsConfig, study: LMStudy, canaries: Canaries | None) -> tuple[list[dict], list[LMCell]]:
+def run_grid(ctx: Context, cfg: LMMethodsConfig, study: LMStudy,
+             canaries: Canaries | None) -> tuple[list[dict], list[LMCell], list[Evaluation]]:
     """One ensemble per (method, learning rate), each measured by sweep.attack and its canaries."""
-    sweep, rows, cells = cfg.sweep, [], []
+    sweep, rows, cells, evs = cfg.sweep, [], [], []
     metrics = cfg.metrics.model_copy(update={"fprs": sorted(set(cfg.metrics.fprs) | {LOW_FPR, RECALL_FPR})})
     params = {k: v for k, v in cfg.attack.params.items() if k == sweep.attack}
     canary_rows = canaries.training_rows(study.spare) if canaries else None
@@ -104,10 +105,35 @@ def run_grid(ctx: Context, cfg: LMMethodsConfig, study: LMStudy, canaries: Canar
                                                           cell.result.states), cfg.metrics, cfg.seed))
             rows.append(row)
             cells.append(cell)
+            evs.append(ev)
     front = set(pareto_front([-r["validation perplexity"] for r in rows], [r[LEAK] for r in rows]).tolist())
     for i, r in enumerate(rows):
         r["on frontier"] = "yes" if i in front else ""
-    return rows, cells
+    return rows, cells, evs
+
+
+PAIRED_TITLE = "Methods at matched perplexity, paired over blocks"
+
+
+def paired_section(cfg: LMMethodsConfig, rows: list[dict], evs: list[Evaluation]) -> ReportSection:
+    """Every pair of methods' matched cells (:func:`ranking`): the difference of sweep.attack's recall at
+    10 % FPR, with a bootstrap CI resampling the audit blocks jointly for both cells (the cells are
+    different ensembles audited on the same blocks: ``evaluation.cell_difference``)."""
+    _, ranked = ranking(rows)
+    index = {id(r): i for i, r in enumerate(rows)}
+    table = []
+    for i, a in enumerate(ranked):
+        for b in ranked[i + 1:]:
+            d = cell_difference(evs[index[id(a)]], evs[index[id(b)]], cfg.sweep.attack, RECALL_FPR)
+            verdict = (f"{a['method']} leaks more" if d["lo"] > 0 else f"{b['method']} leaks more" if d["hi"] < 0
+                       else "not resolved")
+            table.append({"a": f"{a['method']} lr={a['lr']:g}", "b": f"{b['method']} lr={b['lr']:g}",
+                          "method a": a["method"], "method b": b["method"], f"{LEAK} a − b": d["value"], "lo": d["lo"],
+                          "hi": d["hi"], "verdict": verdict})
+    return ReportSection(PAIRED_TITLE, [
+        f"Each method's matched cell (above) against every other's: {cfg.sweep.attack}'s recall at 10 % FPR of a minus b, "
+        f"with a {cfg.metrics.ci_level:.0%} bootstrap CI that resamples the audit blocks once for both cells (different "
+        "ensembles, the same blocks). A method leaks more only where that CI excludes zero."], table=table)
 
 
 def grid_sections(cfg: LMMethodsConfig, rows: list[dict], n_models: int, canaries_text: str,
@@ -147,9 +173,10 @@ def run(cfg: LMMethodsConfig, ctx: Context) -> StudyOutput:
             canaries = make_canaries(sweep, cfg.lm.block_len, tok, cfg.seed)
         study = setup(ctx, cfg.lm, ft, CAUSAL, "lm-methods", ft.n_models, cfg.seed,
                       spare=canaries.copies if canaries else 0)
-        rows, cells = run_grid(ctx, cfg, study, canaries)
+        rows, cells, evs = run_grid(ctx, cfg, study, canaries)
         sections, summary = grid_sections(cfg, rows, ft.n_models, canary_text(ctx, sweep, study, canaries, rows, cfg.metrics),
                                           canaries is not None)
+        sections.append(paired_section(cfg, rows, evs))
     # Headline: finetune.method at finetune.lr when the grid has it, else the first cell; every attack on it.
     cell = next((c for c in cells if c.method == ft.method and np.isclose(c.lr, ft.lr)), cells[0])
     request = leave_one_out_request(cell.signals, cfg.attack.names, cfg.attack.params, ft.references, cfg.attack.targets,

@@ -46,21 +46,23 @@ def query_lm(ctx: Context, template: LMWrapper, keys: list[str], load_states: Lo
     architecture, blocks, signal). Causal: logp/mu/sigma [M, n, T-1]; masked: pll [M, n, T],
     mlm_loss [M, n]."""
     arch = signal_arch(template)
+    place = ctx.engine.placement
     out: dict[str, np.ndarray] = {}
     for group in dict.fromkeys(_signal_group(n) for n in names):
         params = {"maskings": maskings, "seed": seed} if group == "mlm_loss" else {}
         skeys = [content_key(model=k, arch=arch, blocks=blocks.digest(), signal=group, version=SIGNALS_VERSION,
-                             mask_id=mask_id, **params) for k in keys]
+                             mask_id=mask_id, **params, **place.query_key()) for k in keys]
 
         def compute(missing: list[int], group: str = group) -> list[dict[str, np.ndarray]]:
             states = load_states(missing)
             if group == "causal":
-                fresh = causal_lm_signals(template, states, blocks.ids, blocks.valid, budget=BUDGET)
+                fresh = causal_lm_signals(template, states, blocks.ids, blocks.valid, budget=BUDGET, device=place.device)
             elif group == "pll":
-                fresh = {"pll": pseudo_log_likelihood(template, states, blocks.ids, blocks.valid, mask_id, PLL_BUDGET)}
+                fresh = {"pll": pseudo_log_likelihood(template, states, blocks.ids, blocks.valid, mask_id, PLL_BUDGET,
+                                                      device=place.device)}
             else:
                 fresh = {"mlm_loss": masked_lm_loss(template, states, blocks.ids, blocks.valid, mask_id, maskings, seed,
-                                                    budget=BUDGET)}
+                                                    budget=BUDGET, device=place.device)}
             return [{n: v[j] for n, v in fresh.items()} for j in range(len(missing))]
 
         per_model = ctx.cached("signals", skeys, compute)

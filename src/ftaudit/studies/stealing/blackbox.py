@@ -24,10 +24,11 @@ class BlackBox:
     def __init__(self, model: nn.Module, top1: bool = False, max_batch: int = 1024, budget: int | None = None,
                  vocab_size: int | None = None):
         model.eval()
+        device = next(model.parameters()).device  # served where it lives (engine.device)
 
         @torch.no_grad()
         def answer(ids: np.ndarray) -> np.ndarray:
-            return model(torch.from_numpy(ids)).double().numpy()
+            return model(torch.from_numpy(ids).to(device)).double().cpu().numpy()
 
         self._answer: Callable[[np.ndarray], np.ndarray] = answer
         self._used, self._budget, self._max_batch, self._vocab, self._top1 = 0, budget, max_batch, vocab_size, bool(top1)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ftaudit.attacks.identify import BaseIdentification
 from ftaudit.models.lm import bert_classifier
@@ -55,7 +56,10 @@ def latency_identification(st: StealingConfig, cands: dict[str, Base], vics: lis
     in the array cache (keyed by the model, the grid and the API settings), so a stored config
     re-runs to the same result. Delete ``<out>/cache/latency`` to measure again."""
     grid = LatencyGrid(tuple(st.latency_lengths), tuple(st.latency_batches), st.latency_repeats, st.vocab_size, seed)
-    api = {"grid": asdict(grid), "top1": st.top1, "max_batch": max(st.latency_batches), "version": "latency-v1"}
+    # the attacker's copies run on the victims' hardware (as the paper's GPU timing assumed)
+    device = next(vics[0].module.parameters()).device if vics else torch.device("cpu")
+    api = {"grid": asdict(grid), "top1": st.top1, "max_batch": max(st.latency_batches), "version": "latency-v1",
+           **({"device": device.type} if device.type != "cpu" else {})}  # timings of one device only
 
     def profile(model_key: str, make_box: Callable[[], BlackBox]) -> np.ndarray:
         key = content_key(model=model_key, **api)
@@ -64,7 +68,7 @@ def latency_identification(st: StealingConfig, cands: dict[str, Base], vics: lis
     def local_copy(cand: Base) -> BlackBox:
         model, init = bert_classifier(cand.model, st.classes, seed, pooling=st.pooling)
         model.load_state_dict(init)
-        return BlackBox(model.eval(), top1=st.top1, max_batch=max(st.latency_batches))
+        return BlackBox(model.to(device).eval(), top1=st.top1, max_batch=max(st.latency_batches))
 
     first = {}
     for cand in cands.values():

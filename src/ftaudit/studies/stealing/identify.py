@@ -26,14 +26,15 @@ def encoder_features(model: LMWrapper, state: dict, ids: np.ndarray, batch: int 
     """[n, 2·d] float64: the last hidden state at position 0 and its mean over non-padding tokens."""
     model.load_state_dict(state)
     encoder = model.lm.bert
+    device = next(model.parameters()).device
     out = []
     for lo in range(0, len(ids), batch):
-        x = torch.from_numpy(ids[lo:lo + batch])
+        x = torch.from_numpy(ids[lo:lo + batch]).to(device)
         real = (x != model.pad_id) if model.pad_id is not None else torch.ones_like(x, dtype=torch.bool)
-        bias = torch.zeros(real.shape[0], 1, 1, real.shape[1]).masked_fill(~real[:, None, None, :], torch.finfo(torch.float32).min)
+        bias = torch.zeros(real.shape[0], 1, 1, real.shape[1], device=device).masked_fill(~real[:, None, None, :], torch.finfo(torch.float32).min)
         hidden = encoder(input_ids=x, attention_mask=bias).last_hidden_state
         mean = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
-        out.append(torch.cat([hidden[:, 0], mean], dim=-1).double().numpy())
+        out.append(torch.cat([hidden[:, 0], mean], dim=-1).double().cpu().numpy())
     return np.concatenate(out)
 
 

@@ -36,20 +36,23 @@ def encoder_names(state: dict) -> list[str]:
 
 
 def predictions(model: LMWrapper, state: dict, x: np.ndarray) -> np.ndarray:
+    """Labels on ``x`` of ``model`` with ``state``, computed where the model lives."""
     model.load_state_dict(state)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return model(torch.from_numpy(x)).argmax(-1).numpy()
+        return model(torch.from_numpy(x).to(device)).argmax(-1).cpu().numpy()
 
 
-def effective(built: LMWrapper, state: dict) -> tuple[LMWrapper, dict]:
-    """The served model: LoRA merged into its base layers (as deployments do); plain names."""
+def effective(built: LMWrapper, state: dict, device: torch.device | str = "cpu") -> tuple[LMWrapper, dict]:
+    """The served model, on ``device``: LoRA merged into its base layers (as deployments do); its
+    weights with plain names, on the CPU."""
     served = copy.deepcopy(built)
     served.load_state_dict(state)
     for module in served.modules():
         if hasattr(module, "merge") and hasattr(module, "lora_A"):
             module.merge()
     names = {k.replace(".base_layer", ""): v.detach().clone() for k, v in served.state_dict().items() if "lora_" not in k}
-    return served.eval(), names
+    return served.to(device).eval(), names
 
 
 def answer(v: Victim, st: StealingConfig, queries: np.ndarray) -> np.ndarray:
@@ -77,7 +80,7 @@ def train_victims(ctx: Context, cfg: StealingStudyConfig, cands: dict[str, Base]
                                  [np.arange(len(train_set.x))] * len(inits), seeds, run_seed=cfg.seed, opts=opts)
             trained = ctx.train(group, vectorized=False)
             for s, state in enumerate(trained.states()):
-                served, eff = effective(group.template, state)
+                served, eff = effective(group.template, state, ctx.engine.placement.device)
                 out.append(Victim(len(out), spec, method, s, trained.keys[s], eff, served,
                                   predictions(served, served.state_dict(), test_set.x)))
     return out

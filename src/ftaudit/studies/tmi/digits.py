@@ -144,12 +144,15 @@ def fine_tuned_logits(ctx: Context, template: nn.Module, result: TrainResult, w:
     """Downstream-head logits [M, P, A, K] of every fine-tuned shadow on the views; cached per
     (model, architecture, views)."""
     arch = template_arch(template)
-    keys = [content_key(model=k, arch=arch, queries=w.views_digest, signals="logits-v2") for k in result.keys]
+    place = ctx.engine.placement
+    keys = [content_key(model=k, arch=arch, queries=w.views_digest, signals="logits-v2", **place.query_key())
+            for k in result.keys]
     a, p = w.views.shape[:2]
 
     def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
         flat = w.views.reshape(a * p, *w.views.shape[2:])
-        fresh = batched_logits(template, result.states(missing), flat).reshape(len(missing), a, p, -1)
+        fresh = batched_logits(template, result.states(missing), flat,
+                               device=place.device).reshape(len(missing), a, p, -1)
         return [{"logits": f.permute(1, 0, 2).contiguous().numpy()} for f in fresh]
 
     return np.stack([e["logits"] for e in ctx.cached("signals", keys, compute)])

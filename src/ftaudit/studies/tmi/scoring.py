@@ -74,13 +74,15 @@ class Scorer:
     def request(self, out: Outputs, keep: np.ndarray, victims: Sequence[int]) -> EvaluationRequest:
         """Every TMI attack against each victim (the other models its shadows), pooled victim-major."""
         meta, balance = meta_config(self.cfg), self.cfg.tmi.balance
+        place = self.ctx.engine.placement
         base = content_key(kind="tmi-scores-v3", outputs=np.ascontiguousarray(out.values, dtype=np.float32),
-                           output_kind=out.kind, keep=keep, meta=vars(meta), balance=balance)
+                           output_kind=out.kind, keep=keep, meta=vars(meta), balance=balance, **place.query_key())
 
         def memo(victims: list[int], compute):
             return self.ctx.cached("tmi-scores", [content_key(cell=base, victim=int(v)) for v in victims], compute)
 
-        inputs = MetaclassifierInputs(out.values, keep, list(victims), meta, balance, out.kind, memo)
+        inputs = MetaclassifierInputs(out.values, keep, list(victims), meta, balance, out.kind, memo,
+                                      str(place.device))
         return EvaluationRequest("tmi-metaclassifiers", inputs, self.descriptions)
 
     def evaluate(self, request: EvaluationRequest) -> Evaluation:

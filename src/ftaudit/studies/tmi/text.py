@@ -73,7 +73,7 @@ def tune(ctx: Context, cfg: TMITextStudyConfig, w: World, pre: Pretrained, metho
     template = group.template
     with ctx.stage("queries"):
         phi = query_phi(ctx, template, result.keys, result.states, w.views, w.views_digest)
-        loss = block_loss(template, result.states(), w.downstream_test).mean(axis=1)
+        loss = block_loss(template, result.states(), w.downstream_test, ctx.engine.placement.device).mean(axis=1)
     est = mean_ci(loss, level=cfg.metrics.ci_level, seed=cfg.seed)
     columns = {"downstream held-out loss": fmt(est), **dp_columns(result.dp)}
     return Tuned(outputs=Outputs(token_summary(phi), kind="token-summary"), columns=columns, utility=est,
@@ -83,13 +83,13 @@ def tune(ctx: Context, cfg: TMITextStudyConfig, w: World, pre: Pretrained, metho
 # ------------------------------------------------------------------------------------ report
 
 
-def utility(cfg: TMITextStudyConfig, w: World, pre: Pretrained, tuned_loss: dict) -> list[dict]:
+def utility(cfg: TMITextStudyConfig, w: World, pre: Pretrained, tuned_loss: dict, device=None) -> list[dict]:
     """Pretraining losses on members, non-members and held-out blocks (how much the shadows memorized),
     and the fine-tuned LMs' held-out loss on the downstream corpus."""
     t, keep = cfg.tmi, w.keep
     states = pre.result.states()
-    pool_loss = block_loss(pre.template, states, w.pool)
-    test_loss = block_loss(pre.template, states, w.pool_test).mean(axis=1)
+    pool_loss = block_loss(pre.template, states, w.pool, device)
+    test_loss = block_loss(pre.template, states, w.pool_test, device).mean(axis=1)
     per_model = lambda mask: np.array([pool_loss[m, mask[m]].mean() for m in range(len(keep))])  # noqa: E731
     rows = [(per_model(keep), "pretrained: loss on its own pool blocks (members)"),
             (per_model(~keep), "pretrained: loss on the other pool blocks (non-members)"),
@@ -97,7 +97,7 @@ def utility(cfg: TMITextStudyConfig, w: World, pre: Pretrained, tuned_loss: dict
     out = [{**mean_ci(v, level=cfg.metrics.ci_level, seed=cfg.seed), "name": name,
             "note": f"mean next-token cross-entropy (nats), mean over {len(v)} shadows (CI over shadows)"}
            for v, name in rows]
-    before = block_loss(pre.template, states, w.downstream_test).mean(axis=1)
+    before = block_loss(pre.template, states, w.downstream_test, device).mean(axis=1)
     out.append({**mean_ci(before, level=cfg.metrics.ci_level, seed=cfg.seed),
                 "name": f"pretrained, before fine-tuning: loss on {HELD_OUT} held-out {t.finetune_corpus} blocks",
                 "note": "the reference for the fine-tuned losses below and in the sweeps"})
@@ -145,7 +145,7 @@ def study(cfg: TMITextStudyConfig, ctx: Context) -> StudyOutput:
         retune = lambda method, eps: tune(ctx, cfg, w, pre, method, eps)  # noqa: E731
         sections += all_sweeps(scorer, t, headline.outputs, w.keep, retune)
     with ctx.stage("utility"):
-        util = utility(cfg, w, pre, headline.utility)
+        util = utility(cfg, w, pre, headline.utility, ctx.engine.placement.device)
     models = [("pretrain", m, key, s) for m, (key, s) in enumerate(zip(pre.result.keys, w.seeds["pretrain"]))]
     return StudyOutput(
         title=f"TMI on text: pretraining membership of {t.pretrain_corpus} blocks through a GPT-2 fine-tuned on "

@@ -99,16 +99,19 @@ def lm(cfg: TMITextStudyConfig, vocab: int, seed: int) -> LMWrapper:
 
 
 @torch.no_grad()
-def token_phi(template: LMWrapper, states: list[State], ids: torch.Tensor, chunk: int = 256) -> np.ndarray:
+def token_phi(template: LMWrapper, states: list[State], ids: torch.Tensor, chunk: int = 256,
+              device=None) -> np.ndarray:
     """float64 [M, n, T-1]: per position, logit-scaled probability of the actual next token,
-    z_y - logsumexp_{j != y} z_j (finite where log p saturates)."""
-    module = copy.deepcopy(template).eval()
+    z_y - logsumexp_{j != y} z_j (finite where log p saturates); the models run on ``device``."""
+    device = torch.device(device or "cpu")
+    module = copy.deepcopy(template).eval().to(device)
     out = []
     for state in states:
+        state = {n: t.to(device) for n, t in state.items()}
         rows = []
         for start in range(0, len(ids), chunk):
             x = ids[start:start + chunk]
-            rows.append(logit_signals(functional_call(module, state, (x,))[:, :-1], x[:, 1:])[0])
+            rows.append(logit_signals(functional_call(module, state, (x.to(device),))[:, :-1].cpu(), x[:, 1:])[0])
         out.append(torch.cat(rows).numpy())
     return np.stack(out)
 
@@ -118,11 +121,14 @@ def query_phi(ctx: Context, template: LMWrapper, keys: list[str], load_states, v
     """:func:`token_phi` [M, P, A, T-1] (float32) of every model (by cache key) on the views [A, P, T];
     cached per (model, architecture, views)."""
     arch = template_arch(template)
-    skeys = [content_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v3") for k in keys]
+    place = ctx.engine.placement
+    skeys = [content_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v3", **place.query_key())
+             for k in keys]
     a, p, t = views.shape
 
     def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-        fresh = token_phi(template, load_states(missing), views.reshape(a * p, t)).reshape(len(missing), a, p, t - 1)
+        fresh = token_phi(template, load_states(missing), views.reshape(a * p, t),
+                          device=place.device).reshape(len(missing), a, p, t - 1)
         return [{"phi": f.transpose(1, 0, 2).astype(np.float32)} for f in fresh]
 
     return np.stack([e["phi"] for e in ctx.cached("signals", skeys, compute)])
@@ -134,7 +140,7 @@ def token_summary(phi: np.ndarray) -> np.ndarray:
     return np.stack([phi.mean(-1), low.mean(-1), np.median(phi, axis=-1)], axis=-1).astype(np.float32)
 
 
-def block_loss(template: LMWrapper, states: list[State], blocks: TextBlocks) -> np.ndarray:
-    """Mean next-token loss [M, n] of every model on each block."""
-    logp = causal_lm_signals(template, states, blocks.ids, blocks.valid)["logp"]
+def block_loss(template: LMWrapper, states: list[State], blocks: TextBlocks, device=None) -> np.ndarray:
+    """Mean next-token loss [M, n] of every model on each block (the models run on ``device``)."""
+    logp = causal_lm_signals(template, states, blocks.ids, blocks.valid, device=device)["logp"]
     return -np.nanmean(logp, axis=2)
