@@ -1,16 +1,13 @@
 """engine.dtype=bfloat16 on the CPU: autocast training with float32 weights, its own cache keys, models
 close to float32's, and a headline AUC inside float32's CI."""
-import numpy as np
 import torch
 
 import ftaudit
-from ftaudit.config import EngineConfig, OptimConfig
-from ftaudit.data.keep import half_keep_matrix
-from ftaudit.finetune.methods import get_method
+from ftaudit.config import EngineConfig
 from ftaudit.signals.classifier import batched_logits
 from ftaudit.store.cache import ModelCache
-from ftaudit.train.engine import Engine, Job, TrainGroup
-from tiny_groups import tiny_mlp_world
+from ftaudit.train.engine import Engine, TrainGroup
+from tiny_groups import tiny_mlp_group
 
 # bfloat16 keeps 8 bits of mantissa: over a short Adam run its models move away from float32's by a
 # few per cent of the fine-tuning update (measured 0.3-4 % for these MLPs; 8-20 % for small CNNs,
@@ -20,11 +17,7 @@ LOGIT_TOLERANCE = 0.1  # largest absolute logit gap on the training pool
 
 
 def _group() -> TrainGroup:
-    x, y, model, init = tiny_mlp_world(64)
-    keep = half_keep_matrix(4, len(x), 0)
-    return TrainGroup(name="t", template=model, arch={"a": 1}, method="full", trainable=get_method("full").trainable(model),
-                      optim=OptimConfig(epochs=3, batch_size=8, lr=0.01), x=x, y=y, data_digest="d",
-                      jobs=[Job(init=init, rows=np.flatnonzero(k), seed=s) for s, k in enumerate(keep)])
+    return tiny_mlp_group(64, epochs=3)
 
 
 def test_bfloat16_trains_float32_weights_under_its_own_keys_close_to_float32(tmp_path):

@@ -1,18 +1,15 @@
 """engine.device / engine.dtype: cache-key semantics, a missing device as a user error, and an explicit
 ``cpu`` that is the very same as ``auto`` on a machine without an accelerator."""
-import numpy as np
 import pytest
 import torch
 
 from ftaudit.cli import main
-from ftaudit.config import EngineConfig, OptimConfig
-from ftaudit.data.keep import half_keep_matrix
+from ftaudit.config import EngineConfig
 from ftaudit.devices import Placement, resolve_device
 from ftaudit.errors import UserError
-from ftaudit.finetune.methods import get_method
 from ftaudit.store.cache import ModelCache
-from ftaudit.train.engine import Engine, Job, TrainGroup
-from tiny_groups import tiny_mlp_world
+from ftaudit.train.engine import Engine, TrainGroup
+from tiny_groups import tiny_mlp_group
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
@@ -46,11 +43,7 @@ def test_cli_with_cuda_on_a_machine_without_exits_2_with_one_line(capsys, tmp_pa
 
 
 def _group() -> TrainGroup:
-    x, y, model, init = tiny_mlp_world(48)
-    keep = half_keep_matrix(4, len(x), 0)
-    return TrainGroup(name="t", template=model, arch={"a": 1}, method="full", trainable=get_method("full").trainable(model),
-                      optim=OptimConfig(epochs=2, batch_size=8, lr=0.01), x=x, y=y, data_digest="d",
-                      jobs=[Job(init=init, rows=np.flatnonzero(k), seed=s) for s, k in enumerate(keep)])
+    return tiny_mlp_group(48, epochs=2)
 
 
 @no_cuda

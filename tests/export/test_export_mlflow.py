@@ -2,24 +2,15 @@
 models' safetensors export. One tiny digits run is shared by the module."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ftaudit.cli import main
 from ftaudit.export.mlflow import clean, metrics_of, params_of
-
-
-def small_settings(study: str) -> list[str]:
-    path = Path(__file__).resolve().parents[1] / "studies" / "study_settings.py"
-    spec = importlib.util.spec_from_file_location("export_study_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SMALL[study]
+from study_settings import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +18,7 @@ def digits_run(tmp_path_factory):
     import ftaudit
 
     store = tmp_path_factory.mktemp("store")
-    return ftaudit.run("finetune-mia", overrides=small_settings("finetune-mia"), out=str(store)), store
+    return ftaudit.run("finetune-mia", overrides=SMALL["finetune-mia"], out=str(store)), store
 
 
 @pytest.fixture

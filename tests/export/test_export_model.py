@@ -7,9 +7,7 @@ run's own audit blocks; the exported directory is loaded by transformers / peft 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +16,7 @@ import torch
 from ftaudit.cli import main
 
 
-def study_settings():
-    path = Path(__file__).resolve().parents[1] / "studies" / "study_settings.py"
-    spec = importlib.util.spec_from_file_location("export_study_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LM = study_settings().LM
+from study_settings import LM
 
 LORA = ["sweep.methods=[full, lora]", "sweep.lrs=[0.01]", "sweep.canaries=0", "lm.reference=base",
         "finetune.references=3"]

@@ -16,8 +16,7 @@ import ftaudit
 from ftaudit.cli import main
 from ftaudit.errors import UserError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
-from study_settings import SMALL  # noqa: E402
+from study_settings import SMALL
 
 TINY = ["data.audit_size=60", "data.population_size=40", "pretrain.epochs=3", "finetune.epochs=4",
         "finetune.references=3", "metrics.bootstrap=50", "model.arch=mlp", "model.hidden=[32]", "pretrain.augment=0",

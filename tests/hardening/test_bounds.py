@@ -1,7 +1,6 @@
 """Bounds on every numeric field of every study, and the cost estimate checked before training."""
 from __future__ import annotations
 
-import sys
 import types
 import typing
 from pathlib import Path
@@ -14,8 +13,7 @@ from ftaudit.config_build import build_config, config_keys
 from ftaudit.errors import UserError
 from ftaudit.studies import get_study, names
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
-from study_settings import SMALL  # noqa: E402
+from study_settings import SMALL
 
 STUDIES = names()
 INF_ALLOWED = {"finetune.dp.epsilon", "sweep.headline_epsilon"}  # .inf means "no DP" there

@@ -117,17 +117,6 @@ def make_run(tmp_path: Path):
     return make
 
 
-def _small_settings() -> dict[str, list[str]]:
-    """The whole-study small settings (tests/studies/study_settings.py), loaded by path."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "studies" / "study_settings.py"
-    spec = importlib.util.spec_from_file_location("report_study_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SMALL
-
-
 @pytest.fixture(scope="session")
 def study_runs(tmp_path_factory):
     """Real runs of the default study and of lm-mia at their small test sizes, made once per session:
@@ -135,6 +124,6 @@ def study_runs(tmp_path_factory):
     import ftaudit
 
     store = tmp_path_factory.mktemp("report-store")
-    small = _small_settings()
+    from study_settings import SMALL as small
     return {name: ftaudit.run(name, overrides=list(small[name]), out=str(store))
             for name in ("finetune-mia", "lm-mia")}

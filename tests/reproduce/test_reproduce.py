@@ -1,8 +1,6 @@
 """Presets and `ftaudit reproduce` end to end at tiny sizes: every preset validates and runs, every
 claim reads its difference from a real stored run, the CLI writes the table, bad names exit 2."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,18 +12,11 @@ from ftaudit.presets import PRESETS, get_preset
 from ftaudit.reproduce.claims import CLAIMS, get_claim
 from ftaudit.reproduce.runner import run_claims
 from ftaudit.reproduce.verdict import NOT_REPRODUCED, REPRODUCED, REVERSED
-
-
-def _small() -> dict[str, list[str]]:
-    path = Path(__file__).resolve().parents[1] / "studies" / "study_settings.py"
-    spec = importlib.util.spec_from_file_location("reproduce_study_settings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SMALL
+from study_settings import SMALL
 
 
 # The studies' small settings (tests/studies), plus what each claim needs to be measurable at all.
-TINY = {study: list(settings) for study, settings in _small().items()}
+TINY = {study: list(settings) for study, settings in SMALL.items()}
 TINY["dp-finetune"] += ["sweep.subsets=[head, full, lora]"]
 TINY["lm-methods"] += ["sweep.methods=[head, adapters]"]
 TINY["stealing"] += ["stealing.victim_methods=['full']"]

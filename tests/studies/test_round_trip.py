@@ -27,7 +27,7 @@ def _runs(store: Path) -> list[dict]:
 
 def test_every_study_has_small_settings():
     """Every built-in study is covered (tests register their own toy studies, covered where they are defined)."""
-    assert set(SMALL) == set(BUILTIN), "add small settings for every study to tests/studies/study_settings.py"
+    assert set(SMALL) == set(BUILTIN), "add small settings for every study to tests/study_settings.py"
 
 
 @pytest.mark.parametrize("study", sorted(SMALL))
