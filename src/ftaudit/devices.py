@@ -25,7 +25,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     machine does not have is a user error naming the field."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError("engine.device", f"unknown device {name!r}", "use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError("engine.device", f"{name!r}, but torch sees no CUDA device here",
@@ -36,6 +39,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("engine.device", "'mps', but torch sees no Apple GPU here", "set engine.device=auto or cpu")
     return device
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a model lives: its first parameter's device (the CPU for a module without parameters).
+    Queries follow it: inputs go there, results come back to the CPU."""
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -49,10 +61,6 @@ class Placement:
     @classmethod
     def from_engine(cls, device: str = "auto", dtype: str = "float32") -> "Placement":
         return cls(resolve_device(device), DTYPES[dtype])
-
-    @property
-    def is_default(self) -> bool:
-        return self.device.type == "cpu" and self.dtype == torch.float32
 
     def key(self) -> dict:
         """What a model's cache key adds: nothing on CPU float32 (keys from before devices existed
@@ -70,9 +78,6 @@ class Placement:
         another device agree only to float rounding, so one is never served for the other).
         Queries run in float32 whatever ``dtype``, so it does not enter."""
         return {} if self.device.type == "cpu" else {"device": self.device.type}
-
-    def describe(self) -> str:
-        return f"{self.device} {str(self.dtype).removeprefix('torch.')}"
 
     def tensor(self, t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(self.device)

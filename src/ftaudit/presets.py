@@ -29,14 +29,12 @@ class Preset:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def tree(self) -> dict:
-        """The overrides as a nested config tree."""
+        """The overrides as a nested config tree (as ``--set`` builds one)."""
+        from ftaudit.config_input import set_path
+
         tree: dict = {}
         for key, value in self.overrides.items():
-            node = tree
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = copy.deepcopy(value)
+            set_path(tree, key.split("."), copy.deepcopy(value))
         return tree
 
 

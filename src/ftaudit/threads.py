@@ -91,5 +91,8 @@ def busy_cores(sample_s: float = SAMPLE_S) -> float:
 def auto_threads(busy: float | None = None) -> int:
     """Threads for a run with ``engine.threads: 0``: usable cores minus the cores others keep busy
     (rounded: a core busy more than half the time counts as taken), at least one."""
+    usable = usable_cores()
+    if usable == 1:  # nothing to choose: no need to measure (0.15 s asleep)
+        return 1
     busy = busy_cores() if busy is None else busy
-    return max(1, usable_cores() - math.floor(busy + 0.5))
+    return max(1, usable - math.floor(busy + 0.5))

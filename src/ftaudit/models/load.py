@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ftaudit.data.tokenizer import TOKENIZER_FILES
+from ftaudit.devices import module_device, resolve_device
 from ftaudit.errors import UserError
 
 TASKS = ("causal-lm", "masked-lm", "classification", "image-classification")
@@ -43,7 +44,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return module_device(self.model)
 
 
 def task_of(architectures, where: str, field: str) -> str:
@@ -121,7 +122,7 @@ def load_model(spec, *, task: str = "auto", base: str | None = None, field: str 
     if task != "auto" and task not in TASKS:
         raise UserError("--task" if field.startswith("--") else "task", f"unknown task {task!r}",
                         f"use auto or one of {', '.join(TASKS)}")
-    target = None if device is None else _device(device)  # checked before anything is loaded
+    target = None if device is None else resolve_device(device)  # checked before anything is loaded
     if isinstance(spec, torch.nn.Module):
         loaded = _from_memory(spec, task, field, tokenizer)
     elif isinstance(spec, (str, Path)):
@@ -133,17 +134,6 @@ def load_model(spec, *, task: str = "auto", base: str | None = None, field: str 
         loaded.model.to(target)
     loaded.model.eval()
     return loaded
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device", "cuda was asked for, but no CUDA device is available", "use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise UserError("--device", f"unknown device {device!r}", "use auto, cpu or cuda") from exc
 
 
 def _from_memory(model: torch.nn.Module, task: str, field: str, tokenizer) -> LoadedModel:

@@ -29,6 +29,7 @@ import torch
 
 from ftaudit import progress
 from ftaudit.attacks.extraction import candidates
+from ftaudit.devices import module_device
 from ftaudit.report.blocks import ReportSection
 from ftaudit.seeding import derive_seed
 from ftaudit.signals.generation import SamplingSpec, _draw
@@ -61,7 +62,7 @@ def cut(ids: list[list[int]], prefix_tokens: int, suffix_tokens: int) -> np.ndar
 def _continue(lm, prompts: torch.Tensor, length: int, spec: SamplingSpec | None, gen: torch.Generator) -> torch.Tensor:
     """``length`` tokens after each prompt row (equal lengths): argmax when ``spec`` is None, else the
     extraction study's top-k draw; the key/value cache keeps each new token one position's forward."""
-    device = next(lm.parameters()).device
+    device = module_device(lm)
     inner = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     key = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"  # transformers 5.x
     out = lm(input_ids=prompts.to(device), use_cache=True)

@@ -16,6 +16,7 @@ import torch
 
 from ftaudit import progress
 from ftaudit.attacks.lm import loss_score, mean_nll, min_k_plus_plus_score, min_k_score, ratio_score, zlib_score
+from ftaudit.devices import module_device
 from ftaudit.errors import UserError
 from ftaudit.metrics import summarize
 from ftaudit.seeding import derive_seed
@@ -56,13 +57,6 @@ DESCRIPTIONS = {
     },
 }
 DESCRIPTIONS["image-classification"] = DESCRIPTIONS["classification"]
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def context_limit(target: "LoadedModel", base: "LoadedModel | None", max_length: int | None) -> int:
@@ -120,7 +114,7 @@ def causal_stats(loaded: "LoadedModel", ids: list[list[int]], batch_size: int) -
     """logp, mu, sigma: float64 [n, Tmax − 1], NaN past each record's end (``next_token_stats``)."""
     n, width = len(ids), max(len(r) for r in ids)
     out = {k: np.full((n, max(1, width - 1)), np.nan) for k in ("logp", "mu", "sigma")}
-    device, model = _device(loaded.model), loaded.model
+    device, model = module_device(loaded.model), loaded.model
     lengths = np.array([len(r) for r in ids])
     for batch in progress.track(_batches(lengths, batch_size, _vocab(loaded)), f"scoring records with {loaded.source}",
                                 n, "records", size=len):
@@ -166,7 +160,7 @@ def _causal_scores(target, records, base, batch_size, limit) -> tuple[dict[str, 
 @torch.no_grad()
 def mlm_loss(loaded: "LoadedModel", x: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """Masked-LM loss per row, inputs x [K, b, T] with targets (IGNORE elsewhere) → mean over K: [b]."""
-    device = _device(loaded.model)
+    device = module_device(loaded.model)
     k, b, t = x.shape
     logits = loaded.model(input_ids=x.reshape(k * b, t).to(device),
                           attention_mask=mask.repeat(k, 1).to(device)).logits.to(torch.float64)
@@ -202,7 +196,7 @@ def _masked_scores(target, records, base, batch_size, limit, seed) -> tuple[dict
 @torch.no_grad()
 def class_logits(loaded: "LoadedModel", records: "Records", batch_size: int, limit: int) -> tuple[torch.Tensor, int]:
     """Logits [n, C] (CPU) of a sequence or image classifier, and how many texts were truncated."""
-    device, model = _device(loaded.model), loaded.model
+    device, model = module_device(loaded.model), loaded.model
     if records.texts is None:
         x = torch.as_tensor(records.images)
         return torch.cat([model(pixel_values=x[s:s + batch_size].to(device)).logits.cpu()

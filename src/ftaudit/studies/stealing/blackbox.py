@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ftaudit.devices import module_device
+
 
 class QueryBudgetExceeded(RuntimeError):
     """The API's query budget is spent."""
@@ -24,7 +26,7 @@ class BlackBox:
     def __init__(self, model: nn.Module, top1: bool = False, max_batch: int = 1024, budget: int | None = None,
                  vocab_size: int | None = None):
         model.eval()
-        device = next(model.parameters()).device  # served where it lives (engine.device)
+        device = module_device(model)  # served where it lives (engine.device)
 
         @torch.no_grad()
         def answer(ids: np.ndarray) -> np.ndarray:

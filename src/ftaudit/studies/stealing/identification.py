@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ftaudit.attacks.identify import BaseIdentification
+from ftaudit.devices import module_device
 from ftaudit.models.lm import bert_classifier
 from ftaudit.studies.stealing.blackbox import BlackBox
 from ftaudit.studies.stealing.candidates import Base
@@ -57,7 +58,7 @@ def latency_identification(st: StealingConfig, cands: dict[str, Base], vics: lis
     re-runs to the same result. Delete ``<out>/cache/latency`` to measure again."""
     grid = LatencyGrid(tuple(st.latency_lengths), tuple(st.latency_batches), st.latency_repeats, st.vocab_size, seed)
     # the attacker's copies run on the victims' hardware (as the paper's GPU timing assumed)
-    device = next(vics[0].module.parameters()).device if vics else torch.device("cpu")
+    device = module_device(vics[0].module) if vics else torch.device("cpu")
     api = {"grid": asdict(grid), "top1": st.top1, "max_batch": max(st.latency_batches), "version": "latency-v1",
            **({"device": device.type} if device.type != "cpu" else {})}  # timings of one device only
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ftaudit.devices import module_device
 from ftaudit.models.lm import LMWrapper
 
 
@@ -26,7 +27,7 @@ def encoder_features(model: LMWrapper, state: dict, ids: np.ndarray, batch: int 
     """[n, 2·d] float64: the last hidden state at position 0 and its mean over non-padding tokens."""
     model.load_state_dict(state)
     encoder = model.lm.bert
-    device = next(model.parameters()).device
+    device = module_device(model)
     out = []
     for lo in range(0, len(ids), batch):
         x = torch.from_numpy(ids[lo:lo + batch]).to(device)

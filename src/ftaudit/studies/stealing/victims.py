@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ftaudit.devices import module_device
 from ftaudit.finetune.groups import method_group
 from ftaudit.finetune.methods import MethodOptions, get_method
 from ftaudit.models.lm import LMWrapper, bert_classifier, lm_arch_spec
@@ -38,7 +39,7 @@ def encoder_names(state: dict) -> list[str]:
 def predictions(model: LMWrapper, state: dict, x: np.ndarray) -> np.ndarray:
     """Labels on ``x`` of ``model`` with ``state``, computed where the model lives."""
     model.load_state_dict(state)
-    device = next(model.parameters()).device
+    device = module_device(model)
     with torch.no_grad():
         return model(torch.from_numpy(x).to(device)).argmax(-1).cpu().numpy()
 
