@@ -13,7 +13,9 @@ workers (num_cpus=2), one CPU and one torch thread per task. The group is cut in
 Also printed: Ray's start and its workers' first task (cold: a worker imports torch and ftaudit), the
 round trip of an empty task, the overhead per chunk task (Ray, 1 worker, minus local, 1 thread, per
 task), and the same for a study whose jobs are tiny (the 32 reference models of a 2-epoch, 8-unit MLP,
-one task each), where that overhead is all there is. One run, one measurement each; run it on an
+one task each), where that overhead is all there is. Signal jobs likewise: the causal-LM signals
+(logp, mu, sigma) of 16 LoRA models of a small GPT-2 on 64 blocks, 4 models per job, through
+``ctx.query`` on each executor, checked bit-identical to the local 1-thread arrays. One run, one measurement each; run it on an
 otherwise idle machine: the 1-minute load average is printed beside every figure.
 
 ``--cost-model`` measures, for a GPT-2-small-sized model (12 layers, 768 wide, 1024 positions, the
@@ -169,6 +171,45 @@ def cost_model(steps: int = 2, batch: int = 4, tokens: int = 128) -> None:
           f"{time.perf_counter() - t:.2f} s ({load()})", flush=True)
 
 
+def lm_signal_world(models: int, blocks: int):
+    """A LoRA GPT-2 (4 layers, 128 wide, 4096-token vocabulary, 128 positions), ``models`` states
+    differing in their adapters, and ``blocks`` random blocks of 128 tokens."""
+    import numpy as np
+
+    from ftaudit.finetune.methods import MethodOptions, get_method, init_state
+    from ftaudit.models.lm import initial_state, tiny_gpt2
+
+    base = tiny_gpt2(4096, 128, n_layer=4, n_embd=128, n_head=4, seed=0)
+    torch.manual_seed(0)
+    template = get_method("lora").build(base, MethodOptions(lora_rank=8, lora_alpha=16.0))
+    start = init_state(template, initial_state(base))
+    states = [{k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(m)) if "lora_" in k else v
+               for k, v in start.items()} for m in range(models)]
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, 4096, size=(blocks, 128)))
+    return template, states, {"ids": ids, "valid": torch.ones_like(ids, dtype=torch.bool)}
+
+
+def query(world, out: Path, chunk: int, **engine) -> tuple[float, list[dict]]:
+    """Wall seconds of ``ctx.query`` for every model's causal-LM signals from an empty cache, and the arrays."""
+    from ftaudit.signals.jobs import SignalJob
+
+    template, states, inputs = world
+    cfg = build_config("finetune-mia", None, []).engine.model_copy(update={"chunk": chunk, **engine})
+    store = Store(out)
+    ctx = Context(store=store, engine=Engine(store.models, cfg))
+    keys = [ctx.signal_key(model=f"m{m}") for m in range(len(states))]
+    start = time.perf_counter()
+    entries = ctx.query(keys, lambda idx: SignalJob("causal-lm", template, [states[i] for i in idx], inputs,
+                                                    {"budget": 1 << 20}))
+    return time.perf_counter() - start, entries
+
+
+def same_arrays(a: list[dict], b: list[dict]) -> bool:
+    import numpy as np
+
+    return all(x.keys() == y.keys() and all(np.array_equal(x[n], y[n], equal_nan=True) for n in x) for x, y in zip(a, b))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="finetune-mia")
@@ -194,10 +235,13 @@ def main() -> None:
           f"{time.perf_counter() - t:.1f} s ({load()})", flush=True)
 
     times, models = {}, {}
+    world = lm_signal_world(4 if args.quick else 16, 8 if args.quick else 64)
+    signals: dict[str, tuple[float, list[dict]]] = {}
     for name, threads in [("local, 1 thread", 1), (f"local, {cores} threads", cores)]:
         torch.set_num_threads(threads)
         times[name], models[name] = train(group, vectorized, tmp / name, chunk=chunk)
-        print(f"  {name:<22} {times[name]:7.2f} s  ({load()})", flush=True)
+        signals[name] = query(world, tmp / f"signals {name}", chunk=4)
+        print(f"  {name:<22} {times[name]:7.2f} s; signal jobs {signals[name][0]:6.2f} s  ({load()})", flush=True)
     torch.set_num_threads(1)
 
     tiny_group, tiny_vec = capture("finetune-mia", [*TINY, "finetune.references=30"], tmp / "tiny-capture")
@@ -212,7 +256,8 @@ def main() -> None:
               flush=True)
         name = f"ray, {workers} worker(s)"
         times[name], models[name] = train(group, vectorized, tmp / name, chunk=chunk, executor="ray")
-        print(f"  {name:<22} {times[name]:7.2f} s  ({load()})", flush=True)
+        signals[name] = query(world, tmp / f"signals {name}", chunk=4, executor="ray")
+        print(f"  {name:<22} {times[name]:7.2f} s; signal jobs {signals[name][0]:6.2f} s  ({load()})", flush=True)
         tiny[workers] = train(tiny_group, tiny_vec, tmp / f"tiny-{workers}", chunk=1, executor="ray")
         if workers == 1:
             rtt = empty_task_round_trip(ray)
@@ -230,6 +275,12 @@ def main() -> None:
     print(f"  ray 2 workers vs local, {cores} threads: {times[f'local, {cores} threads'] / times['ray, 2 worker(s)']:.2f}x")
     print(f"  Ray overhead per task (ray 1 worker − local 1 thread, per chunk): "
           f"{(times['ray, 1 worker(s)'] - times[base]) / tasks * 1e3:.0f} ms")
+    m = len(world[1])
+    print(f"signal jobs ({m} LoRA GPT-2 models, causal-LM signals on {len(world[2]['ids'])} blocks of 128 tokens, "
+          f"{-(-m // 4)} jobs of 4 models):")
+    for name, (seconds, arrays) in signals.items():
+        print(f"  {name:<22} {seconds:7.2f} s   local 1 thread / this = {signals[base][0] / seconds:5.2f}x   "
+              f"bit-identical: {same_arrays(signals[base][1], arrays)}")
     nt = len(tiny_group.jobs)
     print(f"tiny jobs ({nt} models of a {tiny_group.steps}-step MLP, one task each): local {tiny['local'][0]:.2f} s, "
           f"ray 1 worker {tiny[1][0]:.2f} s, ray 2 workers {tiny[2][0]:.2f} s; overhead per task "

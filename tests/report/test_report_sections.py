@@ -1,5 +1,3 @@
-import numpy as np
-import pytest
 
 from ftaudit.report.html import render_html
 from ftaudit.report.blocks import Figure, ReportSection, Series

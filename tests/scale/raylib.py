@@ -1,8 +1,12 @@
-"""Shared by the Ray tests: a local 2-CPU Ray per test file, and a tiny finetune-mia."""
+"""Shared by the Ray tests: a local 2-CPU Ray per test file, a tiny finetune-mia, and the reaper of
+the fault tests (it continues or kills Ray workers stopped at a fault point)."""
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,3 +55,46 @@ def assert_same_models(a: Path, b: Path) -> None:
         assert state.keys() == mb[key].keys()
         for name, t in state.items():
             assert torch.equal(t, mb[key][name]), (key, name)
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process below ``pid`` (the local Ray's raylet and its workers)."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[0]))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child[0])
+    return out
+
+
+class Reaper(threading.Thread):
+    """Continues every stopped Ray worker; SIGKILLs the next one instead when ``kill_next`` is set."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.kill_next = False
+        self.killed: list[int] = []
+        self.continued: set[int] = set()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for pid, state in _descendants(os.getpid()):
+                if state != "T" or pid in self.killed:
+                    continue
+                if self.kill_next:
+                    self.kill_next = False
+                    self.killed.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+                else:
+                    self.continued.add(pid)
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)

@@ -9,62 +9,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 import ftaudit
 from ftaudit.store.doctor import check_store
-from raylib import N_MODELS, RAY, TINY, assert_same_models, local_ray
+from raylib import N_MODELS, RAY, TINY, Reaper, assert_same_models, local_ray
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc to see stopped workers")]
-
-
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, state) of every process below ``pid`` (the local Ray's raylet and its workers)."""
-    children: dict[int, list[tuple[int, str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[0]))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child[0])
-    return out
-
-
-class Reaper(threading.Thread):
-    """Continues every stopped Ray worker; SIGKILLs the next one instead when ``kill_next`` is set."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.kill_next = False
-        self.killed: list[int] = []
-        self.continued: set[int] = set()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            for pid, state in _descendants(os.getpid()):
-                if state != "T" or pid in self.killed:
-                    continue
-                if self.kill_next:
-                    self.kill_next = False
-                    self.killed.append(pid)
-                    os.kill(pid, signal.SIGKILL)
-                else:
-                    self.continued.add(pid)
-                    os.kill(pid, signal.SIGCONT)
-            time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """`--seeds N` repeats the whole study over independent seeds and reports the spread beside the CIs."""
 import json
-from pathlib import Path
 
 import pytest
 

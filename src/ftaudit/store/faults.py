@@ -11,7 +11,8 @@ transaction inserting a run's pending row, before COMMIT), ``after-row`` (pendin
 directory not yet renamed), ``after-rename`` (directory in place, row still pending),
 ``at-complete`` (inside the transaction marking the row complete, before COMMIT), ``training`` (the
 engine holds the claims on a chunk of models, found them still missing, and starts training them;
-detail: the group name).
+detail: the group name), ``task`` (a Ray task starts in its worker; detail: the training group's
+name, or ``signals:<signal>`` for a signal job).
 """
 from __future__ import annotations
 

@@ -19,7 +19,10 @@ import torch
 from ftaudit import progress
 from ftaudit.attacks.evaluators import EvaluationRequest
 from ftaudit.config import StudyConfig
+from ftaudit.devices import Placement
 from ftaudit.report.blocks import ReportSection
+from ftaudit.signals.jobs import SignalJob, per_model
+from ftaudit.store.cache import content_key
 from ftaudit.store.runs import Store
 from ftaudit.threads import auto_threads
 from ftaudit.train.engine import Engine, Reporter, TrainGroup, TrainResult
@@ -29,8 +32,8 @@ Arrays = dict[str, np.ndarray]
 
 @dataclass
 class Context:
-    """What a study may use: the engine (``train``), the content-addressed array cache
-    (``cached``), stages (announced and timed), and the store for its other caches. ``reporter``
+    """What a study may use: the engine (``train``), its executor for signals (``query``), the
+    content-addressed array cache (``cached``), stages (announced and timed), and the store for its other caches. ``reporter``
     opens a counted task for work outside the engine (``ftaudit.progress`` unless one is given)."""
 
     store: Store
@@ -70,6 +73,48 @@ class Context:
     def _retrained(self, n: int) -> None:
         self.models_trained += n
         self.models_loaded -= n
+
+    @property
+    def query_placement(self) -> Placement:
+        """Where :meth:`query` computes signals: the executor's placement (this process, or the Ray
+        workers' device)."""
+        return self.engine.executor.placement()
+
+    def signal_key(self, **parts) -> str:
+        """The cache key of one model's signals: ``parts`` (model key, architecture, query set,
+        signal version) and the device the signals are computed on, when not the CPU."""
+        return content_key(**parts, **self.query_placement.query_key())
+
+    def query(self, keys: Sequence[str], job: Callable[[list[int]], SignalJob],
+              split: Callable[[Arrays], list[Arrays]] = per_model) -> list[Arrays]:
+        """The signals of models by cache key (:meth:`signal_key`), one dict per key.
+
+        Missing ones are computed as signal jobs of up to ``engine.chunk`` models: ``job(indices)``
+        builds one (loading only those models' states), the executor runs it (this process, or a
+        Ray task), ``split`` turns its arrays into one entry per model (default: row j is model
+        j), and each chunk is saved as it comes back, so a killed run keeps its finished chunks.
+        """
+        cache = self.store.arrays("signals")
+        keys = list(keys)
+        missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
+        progress.log.debug("signals: %d of %d entries cached", len(keys) - len(missing), len(keys))
+        if missing:
+            executor, size = self.engine.executor, self.engine.cfg.chunk
+            chunks = [missing[s:s + size] for s in range(0, len(missing), size)]
+            cached = len(keys) - len(missing)
+            with progress.task("computing signals" + (f" ({cached} cached)" if cached else ""), len(missing),
+                               "entries") as task:
+                for first in range(0, len(chunks), max(1, executor.window)):
+                    window = chunks[first:first + max(1, executor.window)]
+                    for j, arrays in executor.run_signals([job(chunk) for chunk in window]):
+                        entries = split(arrays)
+                        if len(entries) != len(window[j]):
+                            raise RuntimeError(f"signals: a job returned {len(entries)} entries for {len(window[j])} "
+                                               "models")
+                        for i, entry in zip(window[j], entries):
+                            cache.save_entry(keys[i], entry)
+                        task.advance(len(entries))
+        return [cache.load_entry(k) for k in keys]
 
     @overload
     def cached(self, kind: str, key: str, compute: Callable[[], Arrays]) -> Arrays: ...

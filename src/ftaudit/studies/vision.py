@@ -15,7 +15,7 @@ from ftaudit.dp.spec import DPSpec
 from ftaudit.finetune.groups import method_group
 from ftaudit.finetune.methods import Method, MethodOptions
 from ftaudit.models.vision import arch_spec, fresh_state
-from ftaudit.signals.classifier import classifier_signals
+from ftaudit.signals.jobs import SignalJob
 from ftaudit.store.cache import content_key, state_digest
 from ftaudit.studies.base import Context
 from ftaudit.train.engine import TrainResult
@@ -66,15 +66,9 @@ def query_models(ctx: Context, template: nn.Module, keys: list[str], load_states
     architecture, query set): a model key names weights, the architecture how they are read."""
     arch = arch if arch is not None else {"module": type(template).__name__,
                                           "params": {n: list(p.shape) for n, p in template.state_dict().items()}}
-    place = ctx.engine.placement
-    skeys = [content_key(model=k, arch=arch, queries=queries.digest, signals="classifier-v2", **place.query_key())
-             for k in keys]
-
-    def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-        fresh = classifier_signals(template, load_states(missing), queries.views, queries.y, device=place.device)
-        return [{n: fresh[n][j] for n in SIGNAL_NAMES} for j in range(len(missing))]
-
-    per_model = ctx.cached("signals", skeys, compute)
+    skeys = [ctx.signal_key(model=k, arch=arch, queries=queries.digest, signals="classifier-v2") for k in keys]
+    inputs = {"views": queries.views, "y": queries.y}
+    per_model = ctx.query(skeys, lambda idx: SignalJob("classifier", template, load_states(idx), inputs))
     return {n: np.stack([p[n] for p in per_model]) for n in SIGNAL_NAMES}
 
 

@@ -1,11 +1,13 @@
-"""Who trains a chunk of models: this process (``local``) or a Ray cluster (``ray``).
+"""Who trains and queries a chunk of models: this process (``local``) or a Ray cluster (``ray``).
 
 The engine decides *what* to train (the missing models of a group, in chunks, under claims) and
 keeps the cache; an executor only turns :class:`ChunkJob`\\ s into trained states. A chunk job holds
 everything a trainer needs and nothing of the engine, so it can run in another process: the
 template, each job's initial state, the training pool and masks (CPU tensors), and the schedule's
 inputs (rows, seeds, epochs, DP sampling), from which :func:`run_chunk` builds the schedule where it
-trains. The placement (``engine.device``/``engine.dtype``) is applied where the chunk runs.
+trains. The placement (``engine.device``/``engine.dtype``) is applied where the chunk runs. The
+same executor runs the studies' signal jobs (:class:`~ftaudit.signals.jobs.SignalJob`: a chunk of
+models to query), for which :class:`~ftaudit.studies.base.Context` keeps the signal cache.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ftaudit.devices import Placement
 from ftaudit.dp.per_sample import DPParams
 from ftaudit.dp.sampling import poisson_schedule
 from ftaudit.finetune.packed_lora import train_packed_lora
+from ftaudit.signals.jobs import Arrays, SignalJob, run_signal_job
 from ftaudit.train.dp_trainers import train_dp_opacus, train_dp_vectorized
 from ftaudit.train.schedule import make_schedule
 from ftaudit.train.trainers import State, train_loop, train_vectorized
@@ -89,6 +92,10 @@ class Executor(Protocol):
         """Train ``jobs``; yield (index in ``jobs``, CPU states) as each finishes. ``progress`` is
         advanced by training steps × models (as they run, or when a chunk finishes)."""
 
+    def run_signals(self, jobs: list[SignalJob]) -> Iterator[tuple[int, Arrays]]:
+        """Compute signal jobs (all over one template and query set); yield (index in ``jobs``,
+        arrays) as each finishes, on :meth:`placement`'s device."""
+
 
 class LocalExecutor:
     """In this process, one chunk after another (the engine's own path)."""
@@ -104,6 +111,10 @@ class LocalExecutor:
     def run(self, jobs: Iterable[ChunkJob], progress: Progress) -> Iterator[tuple[int, list[State]]]:
         for i, job in enumerate(jobs):
             yield i, run_chunk(job, self._placement, progress)
+
+    def run_signals(self, jobs: Iterable[SignalJob]) -> Iterator[tuple[int, Arrays]]:
+        for i, job in enumerate(jobs):
+            yield i, run_signal_job(job, self._placement)
 
 
 def check_executor(cfg: EngineConfig) -> None:

@@ -11,7 +11,8 @@ A quarter of the population (at least one record) is held out as RMIA's z-sample
 trains on them, and the audited model never saw the population. The N references train on random
 halves (a half keep-matrix) of the rest (offline) or of the rest ∪ the audited records (online:
 each audited record is IN for exactly half of them). Reference models are cached by content
-(``ctx.train``), their per-record signals by (model key, architecture, records) (``ctx.cached``).
+(``ctx.train``), their per-record signals by (model key, architecture, records) (``ctx.query``:
+signal jobs through the engine's executor).
 Per-record signal: the record's mean token NLL (the audit's LOSS signal; records differ in length, so
 a summed NLL would make RMIA's offline Pr(x) ≈ a constant and its score a length-confounded LOSS);
 LiRA's Gaussian is fitted to its negation, RMIA's probability is exp(−mean NLL). The attacks are the registered ones
@@ -126,18 +127,34 @@ def _rows(blocks: TextBlocks) -> list[list[int]]:
     return [row[ok].tolist() for row, ok in zip(blocks.ids, blocks.valid)]
 
 
-def _nll(loaded, blocks: TextBlocks, batch_size: int) -> np.ndarray:
+def _nll(loaded, rows: list[list[int]], batch_size: int) -> np.ndarray:
     """Mean token NLL per record [n] (the audit's LOSS signal), with the audit's own batched scoring."""
     from ftaudit.studies.audit.scoring import causal_stats
 
-    return mean_nll(causal_stats(loaded, _rows(blocks), batch_size)["logp"])
+    return mean_nll(causal_stats(loaded, rows, batch_size)["logp"])
+
+
+def nll_job(template, states, inputs: dict[str, torch.Tensor], device, batch_size: int,
+            max_length: int) -> dict[str, np.ndarray]:
+    """The ``audit-nll`` signal job (:mod:`ftaudit.signals.jobs`): each reference's :func:`_nll`
+    [M, n] on the records ``inputs`` holds (ids and valid, right-padded)."""
+    from ftaudit.models.load import LoadedModel
+
+    rows = [row[ok].tolist() for row, ok in zip(inputs["ids"].numpy(), inputs["valid"].numpy())]
+    module = copy.deepcopy(template).eval().to(device)
+    out = []
+    for state in states:
+        module.load_state_dict(state)
+        out.append(_nll(LoadedModel(module.lm, None, "causal-lm", "reference", None, max_length, False), rows,
+                        batch_size))
+    return {"nll": np.stack(out)}
 
 
 def reference_scores(ctx, cfg, target, base, records, checked: dict) -> tuple[dict[str, np.ndarray], dict]:
     """({attack: float64 [n] over ``records``}, info) for the references tier."""
     from ftaudit.attacks.registry import ATTACKS
-    from ftaudit.models.load import LoadedModel
     from ftaudit.models.lm import lm_arch_spec, load_pretrained
+    from ftaudit.signals.jobs import SignalJob
     from ftaudit.store.cache import content_key, state_digest
     from ftaudit.studies.audit.scoring import _causal_ids, context_limit
     from ftaudit.studies.lm.base import Base, finetune_from_base
@@ -177,27 +194,19 @@ def reference_scores(ctx, cfg, target, base, records, checked: dict) -> tuple[di
         seeds = [derive_seed(seed, "audit-reference", m) for m in range(n_refs)]
         template, result = finetune_from_base(ctx, ref_base, "audit references", recipe, pool,
                                               [np.flatnonzero(k) for k in keep], seeds, seed)
-    device = target.device
     arch = signal_arch(template)
+    params = {"batch_size": a.batch_size, "max_length": limit}
 
     def signal(blocks: TextBlocks) -> np.ndarray:
-        keys = [content_key(model=k, arch=arch, records=blocks.digest(), signal=SIGNAL_VERSION) for k in result.keys]
-
-        def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-            module = copy.deepcopy(template).eval().to(device)
-            out = []
-            for st in result.states(missing):
-                module.load_state_dict(st)
-                loaded = LoadedModel(module.lm, tok, "causal-lm", "reference", None, limit, False)
-                out.append({"nll": _nll(loaded, blocks, a.batch_size)})
-            del module
-            return out
-
-        return np.stack([v["nll"] for v in ctx.cached("signals", keys, compute)])
+        keys = [ctx.signal_key(model=k, arch=arch, records=blocks.digest(), signal=SIGNAL_VERSION) for k in result.keys]
+        inputs = {"ids": torch.from_numpy(np.ascontiguousarray(blocks.ids)),
+                  "valid": torch.from_numpy(np.ascontiguousarray(blocks.valid))}
+        entries = ctx.query(keys, lambda idx: SignalJob("audit-nll", template, result.states(idx), inputs, params))
+        return np.stack([v["nll"] for v in entries])
 
     with ctx.stage("reference-signals"), torch.no_grad():
         ref_x, ref_z = signal(audit), signal(zs)
-        tgt_x, tgt_z = _nll(target, audit, a.batch_size), _nll(target, zs, a.batch_size)
+        tgt_x, tgt_z = _nll(target, _rows(audit), a.batch_size), _nll(target, _rows(zs), a.batch_size)
     conf, loss = sequence_signals(np.concatenate([tgt_x[None], ref_x]))
     _, pop_loss = sequence_signals(np.concatenate([tgt_z[None], ref_z]))
     inp = AttackInput(target_conf=conf[0], target_loss=loss[0], ref_conf=conf[1:], ref_loss=loss[1:],

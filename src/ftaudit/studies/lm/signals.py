@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ftaudit.attacks.lm import mean_nll
 from ftaudit.data.text import TextBlocks
 from ftaudit.data.tokenizer import MASK_ID
 from ftaudit.models.lm import LMWrapper, lm_arch_spec
-from ftaudit.signals.lm import CAUSAL_SIGNALS, causal_lm_signals, masked_lm_loss, pseudo_log_likelihood
+from ftaudit.signals.jobs import SignalJob
+from ftaudit.signals.lm import CAUSAL_SIGNALS
 from ftaudit.store.cache import content_key
 from ftaudit.studies.base import Context
 from ftaudit.studies.lm.base import CAUSAL
@@ -46,26 +48,18 @@ def query_lm(ctx: Context, template: LMWrapper, keys: list[str], load_states: Lo
     architecture, blocks, signal). Causal: logp/mu/sigma [M, n, T-1]; masked: pll [M, n, T],
     mlm_loss [M, n]."""
     arch = signal_arch(template)
-    place = ctx.engine.placement
+    inputs = {"ids": torch.from_numpy(np.ascontiguousarray(blocks.ids)),
+              "valid": torch.from_numpy(np.ascontiguousarray(blocks.valid))}
     out: dict[str, np.ndarray] = {}
     for group in dict.fromkeys(_signal_group(n) for n in names):
         params = {"maskings": maskings, "seed": seed} if group == "mlm_loss" else {}
-        skeys = [content_key(model=k, arch=arch, blocks=blocks.digest(), signal=group, version=SIGNALS_VERSION,
-                             mask_id=mask_id, **params, **place.query_key()) for k in keys]
-
-        def compute(missing: list[int], group: str = group) -> list[dict[str, np.ndarray]]:
-            states = load_states(missing)
-            if group == "causal":
-                fresh = causal_lm_signals(template, states, blocks.ids, blocks.valid, budget=BUDGET, device=place.device)
-            elif group == "pll":
-                fresh = {"pll": pseudo_log_likelihood(template, states, blocks.ids, blocks.valid, mask_id, PLL_BUDGET,
-                                                      device=place.device)}
-            else:
-                fresh = {"mlm_loss": masked_lm_loss(template, states, blocks.ids, blocks.valid, mask_id, maskings, seed,
-                                                    budget=BUDGET, device=place.device)}
-            return [{n: v[j] for n, v in fresh.items()} for j in range(len(missing))]
-
-        per_model = ctx.cached("signals", skeys, compute)
+        skeys = [ctx.signal_key(model=k, arch=arch, blocks=blocks.digest(), signal=group, version=SIGNALS_VERSION,
+                                mask_id=mask_id, **params) for k in keys]
+        signal, job_params = {"causal": ("causal-lm", {"budget": BUDGET}),
+                              "pll": ("pll", {"mask_id": mask_id, "budget": PLL_BUDGET}),
+                              "mlm_loss": ("mlm-loss", {"mask_id": mask_id, "budget": BUDGET, **params})}[group]
+        per_model = ctx.query(skeys, lambda idx, signal=signal, job_params=job_params: SignalJob(
+            signal, template, load_states(idx), inputs, job_params))
         for name in names:
             if _signal_group(name) == group:
                 out[name] = np.stack([p[name] for p in per_model])

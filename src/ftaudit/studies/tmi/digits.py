@@ -29,7 +29,7 @@ from ftaudit.finetune.methods import get_method
 from ftaudit.metrics import mean_ci
 from ftaudit.report.blocks import ReportSection
 from ftaudit.seeding import derive_seed
-from ftaudit.signals.classifier import batched_logits
+from ftaudit.signals.jobs import SignalJob
 from ftaudit.store.cache import content_key
 from ftaudit.studies.base import Context, Study, StudyOutput
 from ftaudit.studies.tmi.common import dp_columns, finetune_recipe, template_arch
@@ -144,18 +144,15 @@ def fine_tuned_logits(ctx: Context, template: nn.Module, result: TrainResult, w:
     """Downstream-head logits [M, P, A, K] of every fine-tuned shadow on the views; cached per
     (model, architecture, views)."""
     arch = template_arch(template)
-    place = ctx.engine.placement
-    keys = [content_key(model=k, arch=arch, queries=w.views_digest, signals="logits-v2", **place.query_key())
-            for k in result.keys]
+    keys = [ctx.signal_key(model=k, arch=arch, queries=w.views_digest, signals="logits-v2") for k in result.keys]
     a, p = w.views.shape[:2]
+    inputs = {"x": w.views.reshape(a * p, *w.views.shape[2:])}
 
-    def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-        flat = w.views.reshape(a * p, *w.views.shape[2:])
-        fresh = batched_logits(template, result.states(missing), flat,
-                               device=place.device).reshape(len(missing), a, p, -1)
-        return [{"logits": f.permute(1, 0, 2).contiguous().numpy()} for f in fresh]
+    def split(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:  # [m, A*P, K] -> m x [P, A, K]
+        return [{"logits": np.ascontiguousarray(f.reshape(a, p, -1).transpose(1, 0, 2))} for f in arrays["logits"]]
 
-    return np.stack([e["logits"] for e in ctx.cached("signals", keys, compute)])
+    entries = ctx.query(keys, lambda idx: SignalJob("logits", template, result.states(idx), inputs), split)
+    return np.stack([e["logits"] for e in entries])
 
 
 def tune(ctx: Context, cfg: TMIStudyConfig, w: World, shadows: Shadows, method: str, epsilon: float | None) -> Tuned:

@@ -17,6 +17,7 @@ from ftaudit.errors import UserError
 from ftaudit.models.lm import LMWrapper, tiny_gpt2
 from ftaudit.seeding import derive_seed
 from ftaudit.signals.classifier import logit_signals
+from ftaudit.signals.jobs import SignalJob
 from ftaudit.signals.lm import causal_lm_signals
 from ftaudit.store.cache import content_key
 from ftaudit.studies.base import Context
@@ -121,17 +122,20 @@ def query_phi(ctx: Context, template: LMWrapper, keys: list[str], load_states, v
     """:func:`token_phi` [M, P, A, T-1] (float32) of every model (by cache key) on the views [A, P, T];
     cached per (model, architecture, views)."""
     arch = template_arch(template)
-    place = ctx.engine.placement
-    skeys = [content_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v3", **place.query_key())
-             for k in keys]
+    skeys = [ctx.signal_key(model=k, arch=arch, queries=views_digest, signals="token-phi-v3") for k in keys]
     a, p, t = views.shape
+    inputs = {"ids": views.reshape(a * p, t)}
 
-    def compute(missing: list[int]) -> list[dict[str, np.ndarray]]:
-        fresh = token_phi(template, load_states(missing), views.reshape(a * p, t),
-                          device=place.device).reshape(len(missing), a, p, t - 1)
-        return [{"phi": f.transpose(1, 0, 2).astype(np.float32)} for f in fresh]
+    def split(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:  # [m, A*P, T-1] -> m x [P, A, T-1]
+        return [{"phi": f.reshape(a, p, t - 1).transpose(1, 0, 2).astype(np.float32)} for f in arrays["phi"]]
 
-    return np.stack([e["phi"] for e in ctx.cached("signals", skeys, compute)])
+    entries = ctx.query(skeys, lambda idx: SignalJob("token-phi", template, load_states(idx), inputs), split)
+    return np.stack([e["phi"] for e in entries])
+
+
+def phi_job(template: LMWrapper, states: list[State], inputs: dict[str, torch.Tensor], device) -> dict[str, np.ndarray]:
+    """The ``token-phi`` signal job (:mod:`ftaudit.signals.jobs`): :func:`token_phi` of ``inputs["ids"]``."""
+    return {"phi": token_phi(template, states, inputs["ids"], device=device)}
 
 
 def token_summary(phi: np.ndarray) -> np.ndarray:
