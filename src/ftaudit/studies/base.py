@@ -33,8 +33,9 @@ Arrays = dict[str, np.ndarray]
 @dataclass
 class Context:
     """What a study may use: the engine (``train``), its executor for signals (``query``), the
-    content-addressed array cache (``cached``), stages (announced and timed), and the store for its other caches. ``reporter``
-    opens a counted task for work outside the engine (``ftaudit.progress`` unless one is given)."""
+    content-addressed array cache (``cached``), stages (announced and timed), and the store for its
+    other caches. ``reporter`` opens a counted task for work outside the engine
+    (``ftaudit.progress`` unless one is given)."""
 
     store: Store
     engine: Engine
@@ -96,8 +97,7 @@ class Context:
         """
         cache = self.store.arrays("signals")
         keys = list(keys)
-        missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
-        progress.log.debug("signals: %d of %d entries cached", len(keys) - len(missing), len(keys))
+        missing = _missing(cache, "signals", keys)
         if missing:
             executor, size = self.engine.executor, self.engine.cfg.chunk
             chunks = [missing[s:s + size] for s in range(0, len(missing), size)]
@@ -137,8 +137,7 @@ class Context:
                     task.complete()
             return cache.load_entry(key)
         keys = list(key)
-        missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
-        progress.log.debug("%s: %d of %d entries cached", kind, len(keys) - len(missing), len(keys))
+        missing = _missing(cache, kind, keys)
         if missing:
             cached = len(keys) - len(missing)
             with progress.task(f"computing {kind}" + (f" ({cached} cached)" if cached else ""), len(missing),
@@ -150,6 +149,13 @@ class Context:
             for i, arrays in zip(missing, fresh):
                 cache.save_entry(keys[i], arrays)
         return [cache.load_entry(k) for k in keys]
+
+
+def _missing(cache, kind: str, keys: list[str]) -> list[int]:
+    """Indices of the keys without a (verified) entry in ``cache``."""
+    missing = [i for i, k in enumerate(keys) if not cache.has_entry(k)]
+    progress.log.debug("%s: %d of %d entries cached", kind, len(keys) - len(missing), len(keys))
+    return missing
 
 
 @dataclass

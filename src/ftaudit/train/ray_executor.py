@@ -9,8 +9,8 @@ frozen base, which the driver takes from the initial state — the frozen-parame
 sees any change). A signal task gets its :class:`~ftaudit.signals.jobs.SignalJob` the same way
 (template and query tensors once per call, each chunk's states, a LoRA model's frozen base as a
 reference to the template's) and sends back its arrays as safetensors. The worker resolves
-``engine.device`` itself (a task asks Ray for one GPU when the device is cuda). Only the driver writes the model cache and
-the store. A task whose worker dies (killed, out of memory, node lost) is retried by Ray
+``engine.device`` itself (a task asks Ray for one GPU when the device is cuda). Only the driver
+writes the model cache and the store. A task whose worker dies (killed, out of memory, node lost) is retried by Ray
 (``max_retries``); an exception the task raises is not retried and ends the run, as it would locally.
 """
 from __future__ import annotations
@@ -201,16 +201,15 @@ class RayExecutor:
         first = jobs[0]
         template, weights, shared, shared_ids = _put_shared(ray, first.template, {
             "x": first.x, "y": first.y, **prefixed("mask/", first.masks or {})})
-        pending = {}
+        device, pending = self.device(), {}
         for i, job in enumerate(jobs):
             inits = {name: t for j, s in enumerate(job.inits)
                      for name, t in prefixed(f"init/{j}/", same_as_template(s, weights)).items()}
             bare = dataclasses.replace(job, template=template, inits=[], x=None, y=None,
                                        masks={} if job.masks is not None else None)
-            ref = task.remote(bare, shared, pack(inits, shared=shared_ids), self.device(), self.cfg.dtype, self.threads)
+            ref = task.remote(bare, shared, pack(inits, shared=shared_ids), device, self.cfg.dtype, self.threads)
             pending[ref] = i
-        log.debug("group %s: %d chunk(s) on Ray (%s, %d CPU(s) per task)", first.group, len(jobs), self.device(),
-                  self.threads)
+        log.debug("group %s: %d chunk(s) on Ray (%s, %d CPU(s) per task)", first.group, len(jobs), device, self.threads)
         for i, blob in _finished(ray, pending):
             changed, info = unpack(blob), metadata(blob)
             log.debug("group %s: chunk %d trained on %s (pid %s), %d changed tensors back (%d bytes)", first.group,
@@ -227,12 +226,12 @@ class RayExecutor:
             raise ValueError("the signal jobs of one call must share their template and query tensors")
         task = self._options(ray, _signal_task, f"ftaudit-signals-{first.signal}")
         template, weights, shared, shared_ids = _put_shared(ray, first.template, prefixed("input/", first.inputs))
-        pending = {}
+        device, pending = self.device(), {}
         for i, job in enumerate(jobs):
             states = {name: t for j, s in enumerate(job.states)
                       for name, t in prefixed(f"state/{j}/", same_as_template(s, weights)).items()}
             bare = dataclasses.replace(job, template=template, states=[], inputs={})
-            pending[task.remote(bare, shared, pack(states, shared=shared_ids), len(job.states), self.device(),
+            pending[task.remote(bare, shared, pack(states, shared=shared_ids), len(job.states), device,
                                 self.threads)] = i
         for i, blob in _finished(ray, pending):
             info = metadata(blob)
